@@ -1,0 +1,179 @@
+"""One error catalogue for stage2.
+
+Every failure the user can cause is a :class:`Stage2Error` subclass carrying
+
+- ``code``: a stable identifier from the design (``BATCH_SIZE_BOUNDS_VIOLATED``, ...) or
+  from the input catalogue (``MISSING_COLUMN``, ...);
+- ``where``: the file, row, column or group the problem is in;
+- ``fix``: what the user should change;
+- ``exit_code``: the process exit status of ``python -m stage2`` (see :data:`EXIT_CODES`).
+
+Input validation collects every problem before raising (:class:`InputValidationError` holds a
+list of :class:`ValidationIssue`), so a user fixes an export in one pass, not one error per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Process exit status by failure class. Documented in the README.
+EXIT_CODES: dict[str, int] = {
+    "ok": 0,
+    "internal": 1,
+    "configuration": 2,
+    "input": 3,
+    "infeasible": 4,
+    "interrupted": 130,
+}
+
+#: Codes of the design document and of the input catalogue, with the fix they call for.
+ERROR_CODES: dict[str, str] = {
+    # configuration (exit 2)
+    "BATCH_SIZE_BOUNDS_VIOLATED": "set 1 <= batch_size.min <= batch_size.target <= batch_size.max",
+    "WEIGHT_NORMALIZATION_FAILED": "make weights.homogeneity + weights.balance + weights.size sum to 1",
+    "INVALID_CONSTRAINT_RULE": "use a known rule_type and constraint_level, weight in [0, 10], threshold in [0, 1]",
+    "INVALID_CONFIGURATION": "correct the configuration key or value named in the message",
+    # input (exit 3)
+    "MISSING_FILE": "export the named table into the input directory",
+    "MISSING_COLUMN": "add the named column to the file's header row",
+    "EMPTY_TABLE": "export at least one data row",
+    "ENCODING_ERROR": "save the file as UTF-8",
+    "PARSE_ERROR": "check the delimiter and quoting of the file",
+    "DUPLICATE_KEY": "make the key column unique",
+    "BLANK_KEY": "fill in the identifier",
+    "DANGLING_REFERENCE": "add the referenced row, or correct the reference",
+    "INVALID_ENUM": "use one of the allowed values",
+    "INVALID_NUMBER": "use a number within the allowed range",
+    "INVALID_BOOLEAN": "use true/false/t/f/1/0/yes/no",
+    "INVALID_DATE": "use an ISO date (YYYY-MM-DD)",
+    "INVALID_VALUE": "correct the value as the rule says",
+    "FEATURE_EXTRACTION_ERROR": "give every active student at least one valid course",
+    # infeasible (exit 4)
+    "INSUFFICIENT_ROOMS": "add rooms or shifts, or allow unplaced batches (strict=false)",
+    "CONSTRAINT_VIOLATION": "relax the hard rule or the size bounds for the named group",
+    "CONVERGENCE_FAILURE": "raise the iteration limit or change the algorithm",
+    "INSUFFICIENT_FACULTY": "add faculty for the named courses",
+    "SCHEDULING_CONFLICT": "resolve the conflicting assignments",
+}
+
+
+@dataclass(frozen=True)
+class ValidationIssue:
+    """One problem in the input, located as precisely as the check allows.
+
+    ``row`` is the 1-based line number in the file with the header on line 1 (so the first
+    data row is row 2), or ``None`` for file- or column-level problems.
+    """
+
+    code: str
+    file: str
+    message: str
+    row: int | None = None
+    column: str | None = None
+    value: Any = None
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.row is not None:
+            where += f", row {self.row}"
+        if self.column is not None:
+            where += f", column '{self.column}'"
+        value = "" if self.value is None else f" (value {_short(self.value)!r})"
+        return f"[{self.code}] {where}: {self.message}{value}"
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["value"] = None if self.value is None else _short(self.value)
+        return record
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Stage2Error(Exception):
+    """Base class: a failure with a code, a location and a fix."""
+
+    exit_code: int = EXIT_CODES["internal"]
+    default_code: str = "INTERNAL_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        where: str | None = None,
+        fix: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self.code = code or self.default_code
+        self.where = where
+        self.fix = fix if fix is not None else ERROR_CODES.get(self.code)
+        self.details = details or {}
+        self.message = message
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        text = f"[{self.code}]"
+        if self.where:
+            text += f" {self.where}:"
+        text += f" {self.message}"
+        if self.fix:
+            text += f" Fix: {self.fix}."
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "where": self.where,
+            "message": self.message,
+            "fix": self.fix,
+            "exit_code": self.exit_code,
+            "details": self.details,
+        }
+
+
+class ConfigurationError(Stage2Error):
+    """The configuration (YAML, overrides or EAV parameters) is invalid."""
+
+    exit_code = EXIT_CODES["configuration"]
+    default_code = "INVALID_CONFIGURATION"
+
+
+class InputValidationError(Stage2Error):
+    """The input directory breaks the data contract; ``issues`` lists every problem found."""
+
+    exit_code = EXIT_CODES["input"]
+    default_code = "INPUT_VALIDATION_FAILED"
+
+    def __init__(self, issues: list[ValidationIssue], *, input_dir: str | None = None) -> None:
+        self.issues = list(issues)
+        codes = sorted({issue.code for issue in self.issues})
+        shown = "\n".join(f"  - {issue}" for issue in self.issues[:50])
+        more = len(self.issues) - 50
+        if more > 0:
+            shown += f"\n  ... and {more} more (see errors.json)"
+        message = f"{len(self.issues)} problem(s) in the input ({', '.join(codes)}):\n{shown}\n"
+        super().__init__(
+            message,
+            code=codes[0] if len(codes) == 1 else "INPUT_VALIDATION_FAILED",
+            where=input_dir,
+            fix="correct the rows named above and run again",
+            details={"issues": [issue.to_dict() for issue in self.issues]},
+        )
+
+
+class InfeasibleError(Stage2Error):
+    """The input and configuration are valid but admit no solution that keeps the hard rules."""
+
+    exit_code = EXIT_CODES["infeasible"]
+    default_code = "CONSTRAINT_VIOLATION"
+
+
+class InvariantViolation(Stage2Error):
+    """An output broke a contract invariant: a bug in stage2, never written to disk."""
+
+    exit_code = EXIT_CODES["internal"]
+    default_code = "CONSTRAINT_VIOLATION"
