@@ -1,0 +1,104 @@
+"""scikit-learn clusterings the design names, each followed by an exact size repair.
+
+The repair takes the clustering's centroids and solves the size-constrained assignment
+exactly (min-cost flow), so sizes are always exact; the clustering only decides where the
+centroids are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.cluster import AgglomerativeClustering, KMeans, SpectralClustering
+
+from stage2.clustering.assignment import assign_exact, flows_to_labels
+from stage2.clustering.balanced import initial_centroids
+from stage2.clustering.base import Batcher, BatchingProblem, CollapsedPoints, collapse
+from stage2.errors import ConfigurationError
+
+#: AgglomerativeClustering and SpectralClustering keep O(points²) structures
+MAX_POINTS_QUADRATIC = 15_000
+
+
+def repair_to_sizes(data: CollapsedPoints, centroids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    flows = assign_exact(data.points, data.counts, centroids, sizes, n_candidates=None)
+    return flows_to_labels(flows, data.inverse)
+
+
+def centroids_of_labels(data: CollapsedPoints, labels: np.ndarray, n_batches: int) -> np.ndarray:
+    weights = data.counts.astype(np.float64)
+    sums = np.zeros((n_batches, data.points.shape[1]))
+    np.add.at(sums, labels, data.points * weights[:, None])
+    totals = np.bincount(labels, weights=weights, minlength=n_batches)
+    return sums / np.maximum(totals, 1.0)[:, None]
+
+
+class _RepairedClustering(Batcher):
+    def fit_predict(self, problem: BatchingProblem) -> np.ndarray:
+        sizes = problem.batch_sizes.astype(np.int64)
+        if sizes.size == 1:
+            return np.zeros(problem.features.shape[0], dtype=np.int64)
+        data = collapse(problem.features)
+        if data.points.shape[0] <= sizes.size:
+            centroids = initial_centroids(data.points, data.counts, sizes.size, problem.seed)
+        else:
+            centroids = self._centroids(data, sizes.size, problem.seed)
+        return repair_to_sizes(data, centroids, sizes)
+
+    def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class KMeansBatcher(_RepairedClustering):
+    name = "kmeans"
+
+    def __init__(self, *, n_init: int = 4, max_iter: int = 300) -> None:
+        super().__init__(n_init=n_init, max_iter=max_iter)
+
+    def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:
+        model = KMeans(n_clusters=n_batches, n_init=self.n_init, max_iter=self.max_iter, random_state=seed)
+        model.fit(data.points, sample_weight=data.counts.astype(np.float64))
+        return model.cluster_centers_
+
+
+def _check_quadratic(data: CollapsedPoints, name: str) -> None:
+    if data.points.shape[0] > MAX_POINTS_QUADRATIC:
+        raise ConfigurationError(
+            f"algorithm={name} needs O(n²) memory and a group has {data.points.shape[0]} distinct "
+            f"students (> {MAX_POINTS_QUADRATIC})",
+            where="algorithm",
+            fix="use algorithm=balanced or algorithm=kmeans for groups this large",
+        )
+
+
+class SpectralBatcher(_RepairedClustering):
+    name = "spectral"
+
+    def __init__(self, *, n_init: int = 1, max_iter: int = 30, n_neighbors: int = 10) -> None:
+        super().__init__(n_init=n_init, max_iter=max_iter)
+        self.n_neighbors = n_neighbors
+
+    def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:
+        _check_quadratic(data, self.name)
+        n_points = data.points.shape[0]
+        model = SpectralClustering(
+            n_clusters=n_batches,
+            affinity="nearest_neighbors",
+            n_neighbors=max(1, min(self.n_neighbors, n_points - 1)),
+            assign_labels="cluster_qr",
+            random_state=seed,
+        )
+        labels = model.fit_predict(data.points)
+        return centroids_of_labels(data, labels, n_batches)
+
+
+class HierarchicalBatcher(_RepairedClustering):
+    name = "hierarchical"
+
+    def __init__(self, *, n_init: int = 1, max_iter: int = 30, linkage: str = "ward") -> None:
+        super().__init__(n_init=n_init, max_iter=max_iter)
+        self.linkage = linkage
+
+    def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:
+        _check_quadratic(data, self.name)
+        labels = AgglomerativeClustering(n_clusters=n_batches, linkage=self.linkage).fit_predict(data.points)
+        return centroids_of_labels(data, labels, n_batches)

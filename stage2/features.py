@@ -1,0 +1,98 @@
+"""Feature extraction: the vectors the clustering compares students by.
+
+- Course vectors: a student's 0/1 vector over courses (sparse CSR), the space in which
+  ``course_sse`` is measured.
+- Soft-rule features: for each soft ``homogeneous``/``no_mix`` rule a one-hot (multi-hot for
+  list fields) of the rule's field, for each ``max_variance`` rule the z-scored field, each
+  scaled by ``sqrt(weight * soft_rule_scale)``, so that the k-means cost on the stacked
+  features is ``course_sse + Σ_rules weight * soft_rule_scale * SS_rule``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from stage2.config.settings import ConstraintRule
+
+
+@dataclass(frozen=True)
+class CourseMatrix:
+    """``matrix[i, j] = 1`` when student ``i`` (row order of the students frame) takes
+    course ``course_ids[j]``."""
+
+    matrix: sp.csr_matrix
+    course_ids: np.ndarray
+
+
+def course_matrix(student_ids: pd.Series, enrollments: pd.DataFrame) -> CourseMatrix:
+    """Build the student × course 0/1 matrix; enrollments of unknown students are ignored."""
+    course_codes, course_ids = pd.factorize(enrollments["course_id"], sort=True)
+    row_of = pd.Index(student_ids.astype(str))
+    rows = row_of.get_indexer(enrollments["student_id"].astype(str))
+    keep = rows >= 0
+    matrix = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], course_codes[keep])),
+        shape=(len(row_of), len(course_ids)),
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return CourseMatrix(matrix=matrix, course_ids=np.asarray(course_ids, dtype=object))
+
+
+def _category_codes(values: pd.Series) -> sp.csr_matrix:
+    """One-hot (multi-hot for tuple cells) of a categorical column; nulls give a zero row."""
+    n = len(values)
+    if values.map(lambda v: isinstance(v, (tuple, list))).any():
+        exploded = values.map(lambda v: tuple(v) if isinstance(v, (tuple, list)) else (() if pd.isna(v) else (v,)))
+        exploded = exploded.explode().dropna()
+        rows = np.asarray(values.index.get_indexer(exploded.index))
+        codes, _ = pd.factorize(exploded.astype(str), sort=True)
+    else:
+        present = values.notna()
+        rows = np.flatnonzero(present.to_numpy())
+        codes, _ = pd.factorize(values[present].astype(str), sort=True)
+    width = int(codes.max()) + 1 if len(codes) else 0
+    onehot = sp.csr_matrix((np.ones(len(codes), dtype=np.float32), (rows, codes)), shape=(n, width))
+    onehot.sum_duplicates()
+    onehot.data[:] = 1.0
+    return onehot
+
+
+def soft_rule_features(
+    students: pd.DataFrame, rules: Sequence[ConstraintRule], soft_rule_scale: float
+) -> sp.csr_matrix | None:
+    """Scaled features of the soft rules that shape batches (course-scoped rules are only
+    checked afterwards). ``students`` is one group's rows; returns ``None`` without rules."""
+    blocks = []
+    frame = students.reset_index(drop=True)
+    for rule in rules:
+        if rule.is_hard or rule.weight == 0 or rule.entity_type == "COURSE":
+            continue
+        scale = np.sqrt(rule.weight * soft_rule_scale)
+        if rule.rule_type in ("homogeneous", "no_mix"):
+            blocks.append(_category_codes(frame[rule.field_name]) * scale)
+        elif rule.rule_type == "max_variance":
+            numeric = pd.to_numeric(frame[rule.field_name], errors="coerce").to_numpy(dtype=float)
+            mean = np.nanmean(numeric) if np.isfinite(numeric).any() else 0.0
+            std = np.nanstd(numeric) if np.isfinite(numeric).any() else 0.0
+            z = np.where(np.isfinite(numeric), (numeric - mean) / std if std > 0 else 0.0, 0.0)
+            blocks.append(sp.csr_matrix(z.reshape(-1, 1).astype(np.float32) * scale))
+    if not blocks:
+        return None
+    return sp.hstack(blocks, format="csr")
+
+
+def group_features(
+    courses: sp.csr_matrix, soft: sp.csr_matrix | None
+) -> np.ndarray:
+    """Dense feature rows for one group: its non-empty course columns, then soft features."""
+    used = np.flatnonzero(np.asarray(courses.getnnz(axis=0)) > 0)
+    parts = [courses[:, used]]
+    if soft is not None and soft.shape[1]:
+        parts.append(soft)
+    return sp.hstack(parts, format="csr").toarray().astype(np.float64)
