@@ -1,0 +1,131 @@
+"""Membership stage: turn labels and allocation into the ``student_batches`` and
+``batch_student_membership`` tables of the contract."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from stage2.allocation import Allocation
+from stage2.contract.schemas import MEMBERSHIP_COLUMNS, STUDENT_BATCHES_COLUMNS
+from stage2.identifiers import batch_id, code_fragment, membership_id
+from stage2.sizing import NOT_APPLICABLE, BatchPlan
+
+MEMBERSHIP_STATUS = "ACTIVE"
+DEFAULT_TENANT = "default"
+EXTRA_BATCH_COLUMNS = ["group_key", "group_status", "size_min", "size_max"]
+
+
+def _mode_per_batch(values: pd.Series, batch_of_student: np.ndarray, n_batches: int) -> list:
+    """Most frequent non-null value per batch (ties: smallest as text); None if all null."""
+    frame = pd.DataFrame({"batch": batch_of_student, "value": values.to_numpy()}).dropna()
+    if frame.empty:
+        return [None] * n_batches
+    frame["text"] = frame["value"].astype(str)
+    counts = frame.groupby(["batch", "text"], sort=True).size().reset_index(name="n")
+    counts = counts.sort_values(["batch", "n", "text"], ascending=[True, False, True], kind="stable")
+    top = counts.drop_duplicates("batch").set_index("batch")["text"]
+    return [top.get(b) for b in range(n_batches)]
+
+
+def batch_codes(plan: BatchPlan, batch_group: np.ndarray) -> list[str]:
+    """``<key values>-B<nn>`` per batch, numbered within its group; unique by construction
+    (a group index is appended if two keys sanitise to the same text)."""
+    prefixes = []
+    for group in plan.groups:
+        parts = [code_fragment(v) for v in group.key if v != NOT_APPLICABLE]
+        prefixes.append("-".join(parts) if parts else "ALL")
+    if len(set(prefixes)) < len(prefixes):
+        prefixes = [f"{p}-G{i:03d}" for i, p in enumerate(prefixes)]
+    codes, seen = [], {}
+    for g in batch_group:
+        seen[g] = seen.get(g, 0) + 1
+        codes.append(f"{prefixes[g]}-B{seen[g]:02d}")
+    return codes
+
+
+def build_batches(
+    students: pd.DataFrame,
+    programs: pd.DataFrame,
+    batch_of_student: np.ndarray,
+    batch_group: np.ndarray,
+    plan: BatchPlan,
+    allocation: Allocation,
+    *,
+    timestamp: datetime,
+    tenant_id: str | None = None,
+    institution_id: str | None = None,
+) -> pd.DataFrame:
+    """One row per batch, columns in contract order, then :data:`EXTRA_BATCH_COLUMNS`: the
+    batch's mixable group, its status (``ok``/``undersized``/``no_feasible_count``) and the
+    size bounds in force for it, so the table alone suffices to audit sizes."""
+    n_batches = int(batch_group.size)
+    sizes = np.bincount(batch_of_student, minlength=n_batches)
+    mode = {
+        column: _mode_per_batch(students[column], batch_of_student, n_batches)
+        if column in students.columns else [None] * n_batches
+        for column in ("program_id", "academic_year", "semester", "tenant_id", "institution_id")
+    }
+    tenants = [tenant_id or t or DEFAULT_TENANT for t in mode["tenant_id"]]
+    institutions = [institution_id or i for i in mode["institution_id"]]
+    codes = batch_codes(plan, batch_group)
+    names_by_program = programs.set_index("program_id")["program_name"] if "program_name" in programs.columns else pd.Series(dtype=object)
+    names = []
+    for b in range(n_batches):
+        program = mode["program_id"][b]
+        label = names_by_program.get(program) if program is not None else None
+        label = label if isinstance(label, str) and label else (program or "Batch")
+        parts = [label, mode["academic_year"][b], f"Sem {mode['semester'][b]}" if mode["semester"][b] else None]
+        names.append(" ".join(p for p in parts if p) + f" — {codes[b].rsplit('-', 1)[-1]}")
+    stamp = timestamp.isoformat()
+    frame = pd.DataFrame(
+        {
+            "batch_id": [batch_id(t, c) for t, c in zip(tenants, codes)],
+            "tenant_id": tenants,
+            "institution_id": institutions,
+            "program_id": mode["program_id"],
+            "batch_code": codes,
+            "batch_name": names,
+            "student_count": sizes.astype(np.int64),
+            "academic_year": mode["academic_year"],
+            "semester": pd.array([None if s is None else int(float(s)) for s in mode["semester"]], dtype="Int64"),
+            "preferred_shift": allocation.shift_id,
+            "capacity_allocated": pd.array([c if c > 0 else None for c in allocation.capacity.tolist()], dtype="Int64"),
+            "generation_timestamp": stamp,
+            "is_active": True,
+            "room_id": allocation.room_id,
+            "shift_id": allocation.shift_id,
+            "group_key": [plan.label(plan.groups[g]) for g in batch_group],
+            "group_status": [plan.groups[g].status for g in batch_group],
+            "size_min": [plan.groups[g].bounds.min for g in batch_group],
+            "size_max": [plan.groups[g].bounds.max for g in batch_group],
+        }
+    )
+    return frame[[*STUDENT_BATCHES_COLUMNS, *EXTRA_BATCH_COLUMNS]]
+
+
+def build_membership(
+    students: pd.DataFrame, batches: pd.DataFrame, batch_of_student: np.ndarray, *, timestamp: datetime
+) -> pd.DataFrame:
+    """One row per active student, ordered by batch then student position."""
+    order = np.lexsort((np.arange(batch_of_student.size), batch_of_student))
+    batch_ids = batches["batch_id"].to_numpy()[batch_of_student[order]]
+    picked = students.iloc[order]
+    student_ids = picked["student_id"].astype(str).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "membership_id": [membership_id(b, s) for b, s in zip(batch_ids, student_ids)],
+            "batch_id": batch_ids,
+            "student_id": student_ids,
+            "student_name": picked["student_name"].to_numpy() if "student_name" in picked.columns else None,
+            "program_id": picked["program_id"].to_numpy(),
+            "academic_year": picked["academic_year"].to_numpy(),
+            "enrollment_date": timestamp.date().isoformat(),
+            "membership_status": MEMBERSHIP_STATUS,
+            "assignment_timestamp": timestamp.isoformat(),
+            "is_active": True,
+        }
+    )
+    return frame[list(MEMBERSHIP_COLUMNS)]

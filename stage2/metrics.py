@@ -1,0 +1,257 @@
+"""Metrics stage: every measure of ``quality.md``, computed from the input and output tables.
+
+Soft-rule satisfaction (one check per batch and rule in force for the batch's programme,
+over the batch members the rule's scope covers — all, a programme's, or a course's takers):
+
+- ``no_mix`` / ``homogeneous``: the most common value (for list fields: the element most
+  members share) covers at least ``threshold`` of the members that have a value;
+- ``max_variance``: the batch's variance of the field is at most ``threshold`` × the variance
+  of the field in the batch's mixable group;
+- ``capacity_limit``: a placed batch has ``student_count <= threshold × capacity_allocated``.
+
+Batches with no in-scope member holding a value are not checked for that rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import silhouette_score
+
+from stage2.config.schema import ACCEPTANCE_THRESHOLDS
+from stage2.config.settings import BatchingSettings, ConstraintRule
+from stage2.features import course_matrix
+
+#: how many responsible batches a failed threshold lists
+MAX_LISTED = 10
+
+
+@dataclass
+class QualityReport:
+    metrics: dict[str, float | int | None]
+    #: per batch: code, size, coherence, sse, utilisation, broken rules
+    batch_quality: pd.DataFrame
+    #: threshold name -> {value, threshold, passed, responsible}
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: (batch_code, rule name, level) for every failed check
+    rule_breaches: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(t["passed"] for t in self.thresholds.values())
+
+
+def _majority_share(values: pd.Series, batch: np.ndarray) -> pd.Series:
+    """Per batch: share of members (with a value) holding the most common value/element."""
+    is_list = values.map(lambda v: isinstance(v, (tuple, list))).any()
+    frame = pd.DataFrame({"batch": batch, "value": values.to_numpy()})
+    if is_list:
+        frame["n_members"] = 1
+        members = frame.loc[frame["value"].map(lambda v: isinstance(v, (tuple, list)) and len(v) > 0)]
+        totals = members.groupby("batch").size()
+        exploded = members.explode("value")
+        counts = exploded.groupby(["batch", "value"]).size()
+    else:
+        members = frame.dropna(subset=["value"])
+        members = members.assign(value=members["value"].astype(str))
+        totals = members.groupby("batch").size()
+        counts = members.groupby(["batch", "value"]).size()
+    if counts.empty:
+        return pd.Series(dtype=float)
+    return counts.groupby(level="batch").max() / totals
+
+
+def _rule_scope(rule: ConstraintRule, students: pd.DataFrame, enrollments: pd.DataFrame) -> np.ndarray:
+    if rule.entity_type == "PROGRAM":
+        return (students["program_id"].astype(str) == rule.entity_id).to_numpy()
+    if rule.entity_type == "COURSE":
+        takers = set(enrollments.loc[enrollments["course_id"].astype(str) == rule.entity_id, "student_id"].astype(str))
+        return students["student_id"].astype(str).isin(takers).to_numpy()
+    return np.ones(len(students), dtype=bool)
+
+
+def check_rules(
+    batches: pd.DataFrame,
+    students_in_batch_order: pd.DataFrame,
+    batch_of_student: np.ndarray,
+    enrollments: pd.DataFrame,
+    settings: BatchingSettings,
+) -> pd.DataFrame:
+    """One row per (batch, rule) check: batch index, rule, level, satisfied."""
+    group_of_batch = pd.factorize(batches["group_key"])[0]
+    group_of_student = group_of_batch[batch_of_student]
+    rules_by_program: dict[Any, list[ConstraintRule]] = {}
+    records = []
+    for program_id in pd.unique(batches["program_id"]):
+        rules_by_program[program_id] = settings.rules_for_program(program_id)
+    all_rules = {(r.name, r.entity_type, r.entity_id): r for rules in rules_by_program.values() for r in rules}
+    batch_program = batches["program_id"].to_numpy()
+    for rule in all_rules.values():
+        in_force = np.array([any(r is rule for r in rules_by_program[p]) for p in batch_program], dtype=bool)
+        if not in_force.any():
+            continue
+        if rule.rule_type == "capacity_limit":
+            capacity = batches["capacity_allocated"].astype("Float64")
+            placed = capacity.notna().to_numpy() & in_force
+            ok = (batches["student_count"] <= rule.threshold * capacity + 1e-9).fillna(True).to_numpy()
+            checked = np.flatnonzero(placed)
+            satisfied = ok[checked]
+        else:
+            scope = _rule_scope(rule, students_in_batch_order, enrollments)
+            values = students_in_batch_order[rule.field_name]
+            if rule.rule_type == "max_variance":
+                numeric = pd.to_numeric(values, errors="coerce")
+                frame = pd.DataFrame({"batch": batch_of_student, "group": group_of_student, "x": numeric})[scope].dropna()
+                batch_var = frame.groupby("batch")["x"].var(ddof=0)
+                group_var = frame.groupby("group")["x"].var(ddof=0)
+                limit = rule.threshold * group_var.reindex(group_of_batch[batch_var.index]).to_numpy()
+                ok = batch_var.to_numpy() <= limit + 1e-12
+                checked, satisfied = batch_var.index.to_numpy(), ok
+            else:
+                share = _majority_share(values[scope].reset_index(drop=True), batch_of_student[scope])
+                checked = share.index.to_numpy()
+                satisfied = share.to_numpy() >= rule.threshold - 1e-12
+            keep = in_force[checked]
+            checked, satisfied = checked[keep], satisfied[keep]
+        records.append(pd.DataFrame({"batch": checked, "rule": rule.name, "level": rule.level,
+                                     "rule_type": rule.rule_type, "satisfied": satisfied}))
+    if not records:
+        return pd.DataFrame(columns=["batch", "rule", "level", "rule_type", "satisfied"])
+    return pd.concat(records, ignore_index=True)
+
+
+def compute_quality(
+    batches: pd.DataFrame,
+    membership: pd.DataFrame,
+    batch_courses: pd.DataFrame,
+    students: pd.DataFrame,
+    enrollments: pd.DataFrame,
+    settings: BatchingSettings,
+    *,
+    thresholds: Mapping[str, float] | None = None,
+    silhouette_sample_size: int = 10_000,
+) -> QualityReport:
+    """Compute the quality measures. ``students``/``enrollments`` are the active input rows."""
+    thresholds = dict(ACCEPTANCE_THRESHOLDS if thresholds is None else thresholds)
+    n_batches = len(batches)
+    n_students = len(membership)
+    batch_index = pd.Series(np.arange(n_batches), index=batches["batch_id"].to_numpy())
+    sizes = batches["student_count"].to_numpy(dtype=np.int64)
+
+    e = batch_courses["expected_students"].to_numpy(dtype=np.float64)
+    b_of_row = batch_index.reindex(batch_courses["batch_id"]).to_numpy()
+    enrolled = (batch_courses["enrollment_status"] == "ENROLLED").to_numpy()
+    s_of_row = sizes[b_of_row].astype(np.float64)
+    sse_terms = e * (1.0 - e / s_of_row)
+    batch_sse = np.bincount(b_of_row, weights=sse_terms, minlength=n_batches)
+    batch_demand = np.bincount(b_of_row, weights=e, minlength=n_batches)
+    batch_together = np.bincount(b_of_row, weights=e * enrolled, minlength=n_batches)
+    course_sse = float(sse_terms.sum())
+
+    # size balance per mixable group
+    groups = pd.DataFrame({"group": batches["group_key"].to_numpy(), "size": sizes})
+    stats = groups.groupby("group", sort=False)["size"].agg(["sum", "mean", lambda s: s.std(ddof=0)])
+    stats.columns = ["n", "mean", "std"]
+    size_balance = float((stats["n"] * (1.0 - stats["std"].fillna(0) / stats["mean"])).sum() / max(n_students, 1))
+
+    undersized = (batches["group_status"] == "undersized").to_numpy()
+    outside = (sizes < batches["size_min"].to_numpy()) | (sizes > batches["size_max"].to_numpy())
+    size_bound_violations = int((outside & ~undersized).sum())
+
+    # rules
+    student_pos = pd.Index(students["student_id"].astype(str)).get_indexer(membership["student_id"].astype(str))
+    students_in_order = students.iloc[student_pos].reset_index(drop=True)
+    batch_of_member = batch_index.reindex(membership["batch_id"]).to_numpy()
+    checks = check_rules(batches, students_in_order, batch_of_member, enrollments, settings)
+    hard_violations = int((~checks["satisfied"] & (checks["level"] == "hard")).sum())
+    satisfaction = float(checks["satisfied"].mean()) if len(checks) else 1.0
+
+    # shifts and rooms
+    preferred = students_in_order["preferred_shift"] if "preferred_shift" in students_in_order else pd.Series(dtype=object)
+    has_pref = preferred.notna().to_numpy() if len(preferred) else np.zeros(0, bool)
+    got_shift = batches["shift_id"].to_numpy()[batch_of_member]
+    shift_ok = has_pref & (preferred.astype(str).to_numpy() == got_shift.astype(str)) if len(preferred) else has_pref
+    capacity = batches["capacity_allocated"].astype("Float64")
+    placed = capacity.notna().to_numpy()
+    utilisation = float(sizes[placed].sum() / capacity[placed].sum()) if placed.any() else None
+
+    silhouette = _silhouette(students_in_order, enrollments, batch_of_member, silhouette_sample_size, settings.seed)
+
+    metrics: dict[str, float | int | None] = {
+        "n_students": n_students,
+        "n_batches": n_batches,
+        "n_groups": int(batches["group_key"].nunique()),
+        "academic_coherence": float(batch_together.sum() / batch_demand.sum()) if batch_demand.sum() else None,
+        "course_sse": course_sse,
+        "course_sse_per_student": course_sse / n_students if n_students else None,
+        "sections_per_batch": len(batch_courses) / n_batches if n_batches else None,
+        "size_balance": size_balance,
+        "size_bound_violations": size_bound_violations,
+        "hard_constraint_violations": hard_violations,
+        "constraint_satisfaction_rate": satisfaction,
+        "shift_preference_satisfaction": float(shift_ok.sum() / has_pref.sum()) if has_pref.sum() else None,
+        "resource_utilization": utilisation,
+        "room_placement_rate": float(placed.mean()) if n_batches else None,
+        "silhouette_score": silhouette,
+    }
+
+    broken = checks.loc[~checks["satisfied"]]
+    broken_by_batch = broken.groupby("batch")["rule"].agg(lambda r: ";".join(sorted(set(r))))
+    batch_quality = pd.DataFrame(
+        {
+            "batch_code": batches["batch_code"],
+            "group_key": batches["group_key"],
+            "student_count": sizes,
+            "academic_coherence": np.divide(batch_together, batch_demand, out=np.ones(n_batches), where=batch_demand > 0),
+            "course_sse": batch_sse,
+            "utilization": (batches["student_count"] / capacity).astype("Float64").round(4),
+            "broken_rules": broken_by_batch.reindex(range(n_batches)).fillna("").to_numpy(),
+        }
+    )
+    report = QualityReport(metrics=metrics, batch_quality=batch_quality)
+    report.rule_breaches = [
+        {"batch_code": batches["batch_code"].iat[int(r.batch)], "rule": r.rule, "rule_type": r.rule_type, "level": r.level}
+        for r in broken.itertuples()
+    ][:1000]
+    report.thresholds = _threshold_verdicts(metrics, thresholds, batch_quality, stats)
+    return report
+
+
+def _silhouette(students, enrollments, labels, sample_size, seed) -> float | None:
+    if len(np.unique(labels)) < 2 or len(labels) < 3:
+        return None
+    matrix = course_matrix(students["student_id"], enrollments).matrix
+    n_labels = len(np.unique(labels))
+    if n_labels >= len(labels):
+        return None
+    size = min(sample_size, len(labels)) if sample_size else None
+    if size is not None and size >= len(labels):
+        size = None
+    try:
+        return float(silhouette_score(matrix, labels, metric="euclidean", sample_size=size, random_state=seed))
+    except ValueError:  # a sample with a single label
+        return None
+
+
+def _threshold_verdicts(metrics, thresholds, batch_quality, group_stats) -> dict[str, dict[str, Any]]:
+    verdicts = {}
+    for name, minimum in thresholds.items():
+        value = metrics.get(name)
+        passed = value is None or value >= minimum
+        responsible: list[str] = []
+        if not passed:
+            if name in ("academic_coherence", "silhouette_score"):
+                responsible = batch_quality.nsmallest(MAX_LISTED, "academic_coherence")["batch_code"].tolist()
+            elif name == "resource_utilization":
+                responsible = batch_quality.dropna(subset=["utilization"]).nsmallest(MAX_LISTED, "utilization")["batch_code"].tolist()
+            elif name == "constraint_satisfaction_rate":
+                responsible = batch_quality.loc[batch_quality["broken_rules"] != "", "batch_code"].head(MAX_LISTED).tolist()
+            elif name == "size_balance":
+                ratio = (group_stats["std"].fillna(0) / group_stats["mean"]).sort_values(ascending=False)
+                responsible = [f"group {g}" for g in ratio.index[:MAX_LISTED]]
+        verdicts[name] = {"value": value, "threshold": minimum, "passed": bool(passed), "responsible": responsible}
+    return verdicts

@@ -1,0 +1,74 @@
+"""``python -m stage2`` in a subprocess: the entrypoint users run, with its exit codes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stage2.outputs import STAGE3_TABLES
+
+pytestmark = pytest.mark.slow
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_stage2(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", "stage2", *overrides], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_default_demo_run(tmp_path, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    run_dir = tmp_path / "run"
+    proc = run_stage2(f"hydra.run.dir={run_dir}", f"tracking.uri={mlflow_uri}", "tracking.experiment_name=cli-demo",
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for table in STAGE3_TABLES:
+        assert (run_dir / f"{table}.csv").stat().st_size > 0
+    assert (run_dir / "quality_report.json").exists() and (run_dir / "stage2.log").exists()
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("cli-demo").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["hard_constraint_violations"] == 0
+
+
+def test_default_store_is_an_absolute_sqlite_file_in_the_launch_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_stage2(f"hydra.run.dir={run_dir}", "+institution=xyz", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "mlflow.db").exists() and not (run_dir / "mlflow.db").exists()
+    for table in STAGE3_TABLES:
+        assert (run_dir / f"{table}.csv").exists()
+    batches = (run_dir / "student_batches.csv").read_text()
+    assert "TENANT-XYZ" in batches
+
+
+def test_bad_input_exits_3_names_the_problem_and_writes_no_csv(tmp_path, make_institution_dir):
+    broken = tmp_path / "broken"
+    shutil.copytree(make_institution_dir(300, seed=1), broken)
+    text = (broken / "student_data.csv").read_text().splitlines()
+    header = text[0].split(",")
+    text[0] = ",".join("progam_id" if c == "program_id" else c for c in header)
+    (broken / "student_data.csv").write_text("\n".join(text) + "\n")
+    run_dir = tmp_path / "run"
+    proc = run_stage2(f"data.input_dir={broken}", f"hydra.run.dir={run_dir}", "tracking.enabled=false", cwd=tmp_path)
+    assert proc.returncode == 3
+    assert "MISSING_COLUMN" in proc.stderr and "student_data.csv" in proc.stderr and "program_id" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not any((run_dir / f"{t}.csv").exists() for t in STAGE3_TABLES)
+
+
+def test_impossible_size_configuration_exits_2(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_stage2("batch_size.min=50", "batch_size.target=40", f"hydra.run.dir={run_dir}", "tracking.enabled=false",
+                      cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "BATCH_SIZE_BOUNDS_VIOLATED" in proc.stderr and "Traceback" not in proc.stderr
+    assert not any((run_dir / f"{t}.csv").exists() for t in STAGE3_TABLES)
