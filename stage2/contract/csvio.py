@@ -1,0 +1,452 @@
+"""Reading one contract CSV file, and the cell parsers the loader builds on.
+
+Reading rules (data contract, "Reading rules"):
+
+- UTF-8 with or without a byte-order mark; any other bytes are an ``ENCODING_ERROR`` naming the
+  line of the first undecodable byte.
+- The delimiter is ``,`` unless the header line holds more ``;``, tab or ``|`` characters
+  (counted outside quotes). A header without any delimiter must be one known column name.
+- Quoted fields may hold delimiters, quotes (doubled) and newlines.
+- Header names and cells are stripped of surrounding white space; an empty cell is null.
+- Records whose cells are all empty (e.g. ``,,,`` lines written by spreadsheets) are dropped.
+
+Row numbers: every frame :func:`read_table` returns is indexed by record position (0 = first
+data record), so the record's row in issues is ``index + 2`` (header = row 1, see
+:func:`row_number`). This equals the file's line number unless a quoted cell spans several lines
+or the file has blank lines; both are rare, and then the row counts records, not lines.
+
+Parsers return ``(values, issues)``: they never raise on bad cells, so the loader can report
+every problem of every file in one error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from collections.abc import Hashable
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import pandas as pd
+
+from stage2.errors import InputValidationError, ValidationIssue
+
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+DEFAULT_DELIMITER = ","
+#: Delimiters detected from the header line; on a tie the earlier one wins.
+CANDIDATE_DELIMITERS: tuple[str, ...] = (",", ";", "\t", "|")
+QUOTE = '"'
+#: Rows before the first data record (the header), plus 1 for 1-based numbering.
+FIRST_DATA_ROW = 2
+#: A check reports at most this many rows one by one, then one summary issue.
+MAX_ISSUES_PER_CHECK = 100
+#: Dtype of every text column: pandas' nullable string (nulls are ``pd.NA``).
+STRING_DTYPE = "string"
+#: Separators of a plain list cell (``a;b;c`` or ``a|b|c``).
+LIST_SEPARATOR_PATTERN = r"[;|]"
+JSON_ARRAY_START = "["
+#: Placeholder name of a column whose header cell is empty (dropped if all its cells are empty).
+_UNNAMED = "\x00unnamed"
+
+TRUE_TOKENS = frozenset({"true", "t", "1", "yes"})
+FALSE_TOKENS = frozenset({"false", "f", "0", "no"})
+_BOOL_MAP: dict[str, bool] = {**dict.fromkeys(TRUE_TOKENS, True), **dict.fromkeys(FALSE_TOKENS, False)}
+
+#: Every column the data contract names for an input file: a header line without a delimiter
+#: is accepted as a one-column file only if it is one of these.
+KNOWN_COLUMNS: frozenset[str] = frozenset(
+    {
+        # student_data
+        "student_id", "program_id", "academic_year", "semester", "student_name", "roll_number",
+        "email", "preferred_shift", "preferred_languages", "enrolled_courses", "tenant_id",
+        "institution_id", "is_active",
+        # programs
+        "program_code", "program_name", "program_type", "department_id", "duration_years",
+        "total_credits",
+        # courses
+        "course_id", "course_code", "course_name", "course_type", "credits", "theory_hours",
+        "practical_hours", "max_sessions_per_week",
+        # student_course_enrollment
+        "is_mandatory", "enrollment_date",
+        # rooms
+        "room_id", "capacity", "room_code", "room_name", "room_type", "building_name",
+        "floor_number",
+        # shifts
+        "shift_id", "shift_code", "shift_name", "shift_type", "start_time", "end_time",
+        # course_prerequisites
+        "prerequisite_course_id", "minimum_grade",
+        # dynamic_parameters
+        "parameter_id", "parameter_code", "parameter_name", "parameter_path", "data_type",
+        "default_value", "validation_rules",
+        # entity_parameter_values
+        "value_id", "entity_type", "entity_id", "parameter_value", "numeric_value",
+        "integer_value", "boolean_value", "json_value", "effective_from", "effective_to",
+        # pass-through tables
+        "faculty_id", "timeslot_id",
+    }
+)
+
+_PARSER_LINE = re.compile(r"line (\d+)")
+_PARSER_ROW = re.compile(r"row (\d+)")
+
+
+def row_number(label: Hashable) -> int:
+    """The 1-based file row of the record with index ``label`` (header = row 1)."""
+    return int(label) + FIRST_DATA_ROW  # type: ignore[call-overload]
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read one contract CSV file into a frame of nullable strings.
+
+    Columns have dtype ``string`` (stripped, empty -> ``pd.NA``); the index is the record
+    position (see :func:`row_number`). Raises :class:`InputValidationError` holding one
+    ``EMPTY_TABLE``, ``ENCODING_ERROR`` or ``PARSE_ERROR`` issue if the file cannot be read.
+    """
+    path = Path(path)
+    return parse_table(path.read_bytes(), path.name)
+
+
+def parse_table(data: bytes, file: str) -> pd.DataFrame:
+    """:func:`read_table` on bytes already in memory; ``file`` names the file in issues."""
+    text = _decode(data, file)
+    if not text.strip():
+        _fail("EMPTY_TABLE", file, "the file is empty (no header row)")
+    delimiter = detect_delimiter(_first_record(text))
+    try:
+        # header=None: the header row fixes the field count, so a longer data row is an error
+        # (with header=0 pandas would silently take its first field as the index).
+        raw = pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            header=None,
+            index_col=False,
+            dtype=STRING_DTYPE,
+            keep_default_na=False,
+            skipinitialspace=True,
+            quotechar=QUOTE,
+            doublequote=True,
+            engine="c",
+        )
+    except (pd.errors.ParserError, ValueError) as exc:
+        reason = str(exc).strip().removeprefix("Error tokenizing data. C error: ")
+        _fail("PARSE_ERROR", file, f"cannot split the file into columns ({reason})", row=_error_row(reason))
+    names = _header_names(raw.iloc[0].fillna("").tolist(), file)
+    frame = raw.iloc[1:].set_axis(names, axis=1)
+    frame.index = frame.index - 1  # record position: first data record = 0
+    frame = _normalise_cells(frame, file)
+    if frame.empty:
+        _fail("EMPTY_TABLE", file, "the file has a header row but no data rows")
+    return frame
+
+
+def _decode(data: bytes, file: str) -> str:
+    if data.startswith(UTF16_BOMS):
+        _fail("ENCODING_ERROR", file, "the file is UTF-16 (Excel 'Unicode text'), not UTF-8", row=1)
+    body = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body[: exc.start].count(b"\n") + 1
+        bad = body[exc.start : exc.start + 1].hex().upper()
+        _fail(
+            "ENCODING_ERROR",
+            file,
+            f"the file is not UTF-8: byte 0x{bad} on line {line} cannot be decoded "
+            "(was it saved as Latin-1 or Windows-1252?)",
+            row=line,
+        )
+
+
+def _first_record(text: str) -> str:
+    """The header record: text up to the first line break outside quotes, without ``\\r``."""
+    in_quotes = False
+    for position, char in enumerate(text):
+        if char == QUOTE:
+            in_quotes = not in_quotes
+        elif char == "\n" and not in_quotes:
+            return text[:position].rstrip("\r")
+    return text.rstrip("\r")
+
+
+def _count_outside_quotes(line: str) -> dict[str, int]:
+    counts = dict.fromkeys(CANDIDATE_DELIMITERS, 0)
+    in_quotes = False
+    for char in line:
+        if char == QUOTE:
+            in_quotes = not in_quotes
+        elif not in_quotes and char in counts:
+            counts[char] += 1
+    return counts
+
+
+def detect_delimiter(header_line: str) -> str:
+    """The most frequent candidate delimiter outside quotes in ``header_line`` (``,`` if none)."""
+    counts = _count_outside_quotes(header_line)
+    best = max(CANDIDATE_DELIMITERS, key=lambda d: counts[d])  # first wins on a tie
+    return best if counts[best] > 0 else DEFAULT_DELIMITER
+
+
+def _header_names(cells: list[str], file: str) -> list[str]:
+    """Strip the header cells; reject duplicate names and an unknown lone column."""
+    names = [cell.strip() for cell in cells]
+    if len(names) == 1 and names[0] not in KNOWN_COLUMNS:
+        _fail(
+            "PARSE_ERROR",
+            file,
+            f"no delimiter found in the header row ({names[0][:80]!r}); separate the column "
+            "names with ',' ';' tab or '|'",
+            row=1,
+        )
+    duplicates = sorted(name for name in set(names) if name and names.count(name) > 1)
+    if duplicates:
+        _fail("PARSE_ERROR", file, f"the header names these columns more than once: {', '.join(duplicates)}", row=1)
+    # Unnamed columns (e.g. after a trailing delimiter) get a placeholder and are dropped if empty.
+    return [name or f"{_UNNAMED}{i}" for i, name in enumerate(names)]
+
+
+def _normalise_cells(frame: pd.DataFrame, file: str) -> pd.DataFrame:
+    """Strip every cell, make empty cells ``pd.NA``, drop unnamed empty columns and empty records."""
+    for column in frame.columns:
+        stripped = frame[column].str.strip()
+        frame[column] = stripped.mask(stripped == "")
+    unnamed = [c for c in frame.columns if c.startswith(_UNNAMED)]
+    for column in unnamed:
+        if frame[column].notna().any():
+            position = int(column[len(_UNNAMED) :]) + 1
+            _fail("PARSE_ERROR", file, f"column {position} has values but no name in the header row", row=1)
+    frame = frame.drop(columns=unnamed)
+    return frame.loc[frame.notna().any(axis=1)]
+
+
+def _error_row(message: str) -> int | None:
+    match = _PARSER_LINE.search(message) or _PARSER_ROW.search(message)
+    return int(match.group(1)) if match else None
+
+
+def _fail(code: str, file: str, message: str, *, row: int | None = None) -> NoReturn:
+    raise InputValidationError([ValidationIssue(code=code, file=file, message=message, row=row)])
+
+
+# --------------------------------------------------------------------------------------------
+# vectorised helpers
+
+
+def string_isin(series: pd.Series, values: pd.Series) -> np.ndarray:
+    """``series.isin(values)`` for string columns, as a numpy bool array (null -> ``False``).
+
+    pandas' own ``isin`` on Arrow-backed strings converts ``values`` element by element in
+    Python (tens of seconds for millions of ids); this stays in Arrow or in a hash index.
+    """
+    left = series.astype(STRING_DTYPE)
+    right = values.astype(STRING_DTYPE).dropna().unique()
+    if getattr(left.dtype, "storage", None) == "pyarrow":
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        left_array = pa.array(left.array)
+        found = pc.is_in(left_array, value_set=pa.array(right).cast(left_array.type))
+        return np.asarray(pc.fill_null(found, False), dtype=bool)
+    return pd.Index(right).get_indexer(left) >= 0
+
+
+# --------------------------------------------------------------------------------------------
+# issues
+
+
+def row_issues(
+    code: str,
+    file: str,
+    column: str | None,
+    values: pd.Series,
+    message: str,
+    *,
+    limit: int = MAX_ISSUES_PER_CHECK,
+) -> list[ValidationIssue]:
+    """One issue per entry of ``values`` (index = record labels), at most ``limit`` of them.
+
+    Beyond ``limit`` a single summary issue counts the remaining rows, so a file that is wrong
+    throughout does not produce a million issues.
+    """
+    issues = [
+        ValidationIssue(
+            code=code,
+            file=file,
+            message=message,
+            row=row_number(label),
+            column=column,
+            value=None if _is_null(value) else value,
+        )
+        for label, value in values.iloc[:limit].items()
+    ]
+    remaining = len(values) - limit
+    if remaining > 0:
+        issues.append(
+            ValidationIssue(
+                code=code,
+                file=file,
+                message=f"{message}: {remaining} more row(s) like the ones above",
+                column=column,
+            )
+        )
+    return issues
+
+
+def _is_null(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+# --------------------------------------------------------------------------------------------
+# cell parsers
+
+
+def parse_bool_series(series: pd.Series, *, file: str, column: str) -> tuple[pd.Series, list[ValidationIssue]]:
+    """Parse ``true/false/t/f/1/0/yes/no`` (any case) into nullable ``boolean``.
+
+    Nulls stay null; any other text is null in the result and an ``INVALID_BOOLEAN`` issue.
+    """
+    lowered = series.astype(STRING_DTYPE).str.lower()
+    parsed = lowered.map(_BOOL_MAP, na_action="ignore").astype("boolean")
+    invalid = series.notna() & parsed.isna()
+    message = "not a boolean (use true/false/t/f/1/0/yes/no)"
+    issues = row_issues("INVALID_BOOLEAN", file, column, series[invalid], message)
+    return parsed, issues
+
+
+def coerce_integer(series: pd.Series, *, file: str, column: str) -> tuple[pd.Series, list[ValidationIssue]]:
+    """Parse whole numbers (``3``, ``3.0``, ``3e0``) into nullable ``Int64``.
+
+    Text that is not a finite whole number is null in the result and an ``INVALID_NUMBER``
+    issue.
+    """
+    numbers, invalid = _to_finite_numbers(series)
+    fractional = numbers.notna() & (numbers != numbers.round())
+    bad = invalid | fractional
+    issues = row_issues("INVALID_NUMBER", file, column, series[bad], "not a whole number")
+    return numbers.mask(bad).astype("Int64"), issues
+
+
+def coerce_float(series: pd.Series, *, file: str, column: str) -> tuple[pd.Series, list[ValidationIssue]]:
+    """Parse numbers into nullable ``Float64``; other text is null and an ``INVALID_NUMBER`` issue."""
+    numbers, invalid = _to_finite_numbers(series)
+    issues = row_issues("INVALID_NUMBER", file, column, series[invalid], "not a number")
+    return numbers, issues
+
+
+def coerce_datetime(series: pd.Series, *, file: str, column: str) -> tuple[pd.Series, list[ValidationIssue]]:
+    """Parse ISO 8601 dates/timestamps into naive UTC ``datetime64``.
+
+    A timestamp with an offset is converted to UTC; one without is taken as UTC. Other text is
+    ``NaT`` in the result and an ``INVALID_DATE`` issue.
+    """
+    parsed = pd.to_datetime(series.astype(STRING_DTYPE), errors="coerce", format="ISO8601", utc=True)
+    parsed = parsed.dt.tz_convert(None)
+    invalid = series.notna() & parsed.isna()
+    issues = row_issues("INVALID_DATE", file, column, series[invalid], "not an ISO date (YYYY-MM-DD[THH:MM:SS])")
+    return parsed, issues
+
+
+def _to_finite_numbers(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    numbers = pd.to_numeric(series.astype(STRING_DTYPE), errors="coerce").astype("Float64")
+    finite = numbers.notna() & np.isfinite(numbers.fillna(0.0).to_numpy(dtype=float))
+    numbers = numbers.where(finite)
+    invalid = series.notna() & ~finite
+    return numbers, invalid
+
+
+def parse_list_cell(value: object) -> tuple[str, ...]:
+    """Parse one list cell: ``a;b;c``, ``a|b|c`` or a JSON array ``["a","b"]``.
+
+    Returns the stripped, non-empty items (``()`` for a null cell). Raises ``ValueError`` for
+    a cell that starts with ``[`` but is not a JSON array of strings or whole numbers.
+    """
+    if _is_null(value):
+        return ()
+    text = str(value).strip()
+    if text.startswith(JSON_ARRAY_START):
+        return tuple(item for item in (_json_item(i) for i in _json_array(text)) if item)
+    return tuple(item.strip() for item in re.split(LIST_SEPARATOR_PATTERN, text) if item.strip())
+
+
+def _json_array(text: str) -> list[object]:
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not a JSON array: {exc.msg}") from exc
+    if not isinstance(parsed, list):
+        raise ValueError("not a JSON array")
+    return parsed
+
+
+def _json_item(item: object) -> str:
+    if isinstance(item, str):
+        return item.strip()
+    if isinstance(item, int) and not isinstance(item, bool):
+        return str(item)
+    raise ValueError(f"JSON array items must be strings, got {item!r}")
+
+
+def explode_list_series(series: pd.Series, *, file: str, column: str) -> tuple[pd.Series, list[ValidationIssue]]:
+    """All items of a list column in long form: one row per item, indexed by its record label.
+
+    Items keep their cell's order; records keep file order. Plain cells are split vectorised;
+    only cells starting with ``[`` are parsed one by one as JSON. A malformed JSON cell is an
+    ``INVALID_VALUE`` issue and contributes no items.
+    """
+    cells = series.dropna().astype(STRING_DTYPE)
+    is_json = cells.str.startswith(JSON_ARRAY_START)
+    parts = [cells[~is_json].str.split(LIST_SEPARATOR_PATTERN, regex=True).explode()]
+    bad_labels: list[Hashable] = []
+    bad_reasons: list[str] = []
+    for label, text in cells[is_json].items():
+        try:
+            items = parse_list_cell(text)
+        except ValueError as exc:
+            bad_labels.append(label)
+            bad_reasons.append(str(exc))
+            continue
+        parts.append(pd.Series(list(items), index=[label] * len(items), dtype=object))
+    items = pd.concat(parts).astype(STRING_DTYPE).str.strip()
+    items = items[items.notna() & (items != "")]
+    if len(parts) > 1:  # JSON items were appended after the plain ones: restore record order
+        items = items.sort_index(kind="stable")
+    issues = row_issues(
+        "INVALID_VALUE",
+        file,
+        column,
+        series.loc[bad_labels],
+        "not a list: use a;b;c, a|b|c or a JSON array of strings"
+        + (f" ({bad_reasons[0]})" if bad_reasons else ""),
+    )
+    return items.rename(column), issues
+
+
+def parse_list_series(series: pd.Series, *, file: str, column: str) -> tuple[pd.Series, list[ValidationIssue]]:
+    """Parse a list column into a column of tuples of ``str`` (``()`` for a null cell)."""
+    items, issues = explode_list_series(series, file=file, column=column)
+    return tuples_by_label(items, series.index), issues
+
+
+def tuples_by_label(items: pd.Series, index: pd.Index) -> pd.Series:
+    """Group long-form ``items`` (sorted by label) back into one tuple per label of ``index``."""
+    grouped: dict[Hashable, tuple[str, ...]] = {}
+    if len(items):
+        labels = items.index.to_numpy()
+        values = items.to_numpy(dtype=object)
+        starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+        ends = np.r_[starts[1:], len(labels)]
+        grouped = {labels[a]: tuple(values[a:b]) for a, b in zip(starts, ends, strict=True)}
+    empty: tuple[str, ...] = ()
+    return pd.Series([grouped.get(label, empty) for label in index], index=index, dtype=object)
+
+
+def upper_enum(series: pd.Series) -> pd.Series:
+    """Normalise an enumeration column: upper case, inner spaces and hyphens as ``_``."""
+    return series.astype(STRING_DTYPE).str.upper().str.replace(r"[\s\-]+", "_", regex=True)

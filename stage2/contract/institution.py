@@ -1,0 +1,62 @@
+"""The validated, normalised content of one institution's input directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass
+class InstitutionData:
+    """Every input table after reading, type coercion and cross-table validation.
+
+    Column conventions (all frames use a fresh RangeIndex):
+
+    - identifiers are ``str`` (white space stripped), nulls are ``pd.NA``/``None``;
+    - enumerations are upper case (``course_type``, ``shift_type``, ``room_type``);
+    - booleans are ``bool`` (nullable ``boolean`` where the contract allows a null);
+    - list cells (``preferred_languages``) are tuples of ``str``;
+    - ``students.preferred_shift`` is resolved to a ``shift_id`` of ``shifts`` (or null),
+      whatever form (id, code or type) the file used; the raw value is kept in
+      ``preferred_shift_raw``.
+
+    ``students`` holds *all* rows, active or not; ``active_students`` only those batched.
+    ``enrollments`` always has one row per (student, course), whether the input came as
+    ``student_course_enrollment.csv`` or as the ``enrolled_courses`` list column.
+    """
+
+    input_dir: Path
+    students: pd.DataFrame
+    programs: pd.DataFrame
+    courses: pd.DataFrame
+    enrollments: pd.DataFrame
+    rooms: pd.DataFrame
+    shifts: pd.DataFrame
+    prerequisites: pd.DataFrame | None = None
+    dynamic_parameters: pd.DataFrame | None = None
+    entity_parameter_values: pd.DataFrame | None = None
+    #: tables validated for their keys only (institutions, departments, faculty, timeslots)
+    passthrough: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: sha256 over the input files' bytes, in file-name order: identifies the data of a run
+    digest: str = ""
+    #: file name -> sha256 of that file
+    file_digests: dict[str, str] = field(default_factory=dict)
+    #: non-fatal findings (e.g. ignored rows), as human-readable strings
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def active_students(self) -> pd.DataFrame:
+        return self.students.loc[self.students["is_active"]].reset_index(drop=True)
+
+    @property
+    def n_inactive(self) -> int:
+        return int((~self.students["is_active"]).sum())
+
+    @property
+    def active_enrollments(self) -> pd.DataFrame:
+        active_ids = self.students.loc[self.students["is_active"], "student_id"]
+        return self.enrollments.loc[self.enrollments["student_id"].isin(active_ids)].reset_index(
+            drop=True
+        )

@@ -1,0 +1,98 @@
+"""The contract's output invariants, checked from the tables alone.
+
+A run whose outputs break one of these raises :class:`~stage2.errors.InvariantViolation` and
+writes no CSV. The audit notebook re-runs the same checks on the files of a finished run.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from stage2.errors import InvariantViolation
+
+#: group statuses whose batches may fall outside [size_min, size_max] (and are reported)
+EXEMPT_GROUP_STATUSES = ("undersized", "no_feasible_count")
+
+
+def invariant_failures(
+    batches: pd.DataFrame,
+    membership: pd.DataFrame,
+    batch_courses: pd.DataFrame,
+    active_students: pd.DataFrame,
+    active_enrollments: pd.DataFrame,
+    hard_rule_failures: int = 0,
+) -> list[str]:
+    """Every broken invariant, as a sentence naming the batches or students involved."""
+    failures: list[str] = []
+
+    def named(values, limit: int = 10) -> str:
+        values = list(values)
+        return ", ".join(map(str, values[:limit])) + (f" ... ({len(values)} in all)" if len(values) > limit else "")
+
+    # every active student in exactly one batch, nobody else
+    counts = membership["student_id"].astype(str).value_counts()
+    twice = counts[counts > 1]
+    if len(twice):
+        failures.append(f"students in more than one batch: {named(twice.index)}")
+    active_ids = set(active_students["student_id"].astype(str))
+    members = set(counts.index)
+    if missing := active_ids - members:
+        failures.append(f"active students in no batch: {named(sorted(missing))}")
+    if unknown := members - active_ids:
+        failures.append(f"members who are not active input students: {named(sorted(unknown))}")
+
+    # batch sizes
+    per_batch = membership.groupby("batch_id").size()
+    counted = per_batch.reindex(batches["batch_id"]).fillna(0).astype(int).to_numpy()
+    wrong = batches.loc[counted != batches["student_count"].to_numpy(), "batch_code"]
+    if len(wrong):
+        failures.append(f"student_count differs from the membership rows: {named(wrong)}")
+    if unknown_batches := set(membership["batch_id"]) - set(batches["batch_id"]):
+        failures.append(f"membership rows name unknown batches: {named(sorted(unknown_batches))}")
+    sizes = batches["student_count"].to_numpy()
+    outside = (sizes < batches["size_min"].to_numpy()) | (sizes > batches["size_max"].to_numpy())
+    outside &= ~batches["group_status"].isin(EXEMPT_GROUP_STATUSES).to_numpy()
+    if outside.any():
+        failures.append(f"batches outside their size bounds: {named(batches.loc[outside, 'batch_code'])}")
+    if batches["batch_code"].duplicated().any() or batches["batch_id"].duplicated().any():
+        failures.append("batch codes or ids are not unique")
+
+    # hard rules (counted by the metrics stage's rule checks)
+    if hard_rule_failures:
+        failures.append(f"{hard_rule_failures} (batch, hard rule) checks fail")
+
+    # rooms
+    placed = batches.loc[batches["room_id"].notna()]
+    double = placed.duplicated(["room_id", "shift_id"], keep=False)
+    if double.any():
+        failures.append(f"rooms given twice in one shift: {named(placed.loc[double, 'batch_code'])}")
+    too_small = placed["capacity_allocated"].astype("Int64") < placed["student_count"]
+    if too_small.fillna(True).any():
+        failures.append(f"batches larger than their room: {named(placed.loc[too_small.fillna(True), 'batch_code'])}")
+
+    # course enrollment counts
+    pairs = active_enrollments[["student_id", "course_id"]].astype(str).merge(
+        membership[["student_id", "batch_id"]].astype(str), on="student_id"
+    )
+    expected = pairs.groupby(["batch_id", "course_id"]).size()
+    got = batch_courses.set_index(["batch_id", "course_id"])["expected_students"]
+    joined = pd.concat([expected.rename("expected"), got.rename("got")], axis=1).fillna(0)
+    bad = joined.index[joined["expected"].to_numpy() != joined["got"].to_numpy()]
+    if len(bad):
+        failures.append(f"batch_course_enrollment.expected_students disagrees with the members for {named(bad)}")
+    return failures
+
+
+def check_invariants(*args, **kwargs) -> None:
+    """Raise :class:`InvariantViolation` listing every broken invariant (see
+    :func:`invariant_failures` for the arguments)."""
+    failures = invariant_failures(*args, **kwargs)
+    if failures:
+        raise InvariantViolation(
+            "the outputs break the data contract: " + "; ".join(failures),
+            where="outputs",
+            fix="this is a bug in stage2; please report it with the input and configuration",
+        )
+
+
+__all__ = ["check_invariants", "invariant_failures"]

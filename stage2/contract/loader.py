@@ -1,0 +1,557 @@
+"""Load one institution's input directory into :class:`InstitutionData` (contract "Input tables").
+
+:func:`load_institution` reads every contract file, coerces its columns, validates each table
+against its pandera schema and the tables against each other, and collects *every* problem:
+it raises one :class:`InputValidationError` at the end, never on the first problem.
+
+Resolved points the contract leaves open (also in ``stage2/contract/README.md``):
+
+- An optional file that is empty or header-only is treated as absent (with a warning).
+- Without ``shifts.csv`` there is one shift, ``DEFAULT`` (type ``FLEXIBLE``); a
+  ``preferred_shift`` naming no shift is then ignored with a warning instead of an error.
+- A ``shift_type`` shared by several shifts resolves to the first such shift in file order.
+- Enrollments from ``enrolled_courses`` take ``academic_year`` and ``semester`` from the
+  student's row; ``is_mandatory`` and ``enrollment_date`` are null.
+- ``entity_parameter_values.effective_from``/``effective_to`` become naive UTC timestamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pandera.pandas as pa
+
+from stage2.contract import schemas
+from stage2.contract.csvio import (
+    STRING_DTYPE,
+    coerce_datetime,
+    coerce_float,
+    coerce_integer,
+    explode_list_series,
+    parse_bool_series,
+    parse_table,
+    row_issues,
+    row_number,
+    string_isin,
+    tuples_by_label,
+    upper_enum,
+)
+from stage2.contract.institution import InstitutionData
+from stage2.errors import InputValidationError, ValidationIssue
+
+STUDENTS = "student_data.csv"
+PROGRAMS = "programs.csv"
+COURSES = "courses.csv"
+ENROLLMENTS = "student_course_enrollment.csv"
+ROOMS = "rooms.csv"
+SHIFTS = "shifts.csv"
+PREREQUISITES = "course_prerequisites.csv"
+PARAMETERS = "dynamic_parameters.csv"
+PARAMETER_VALUES = "entity_parameter_values.csv"
+#: Tables only checked for a non-blank, unique key, then passed through (name -> key column).
+PASSTHROUGH_KEYS: dict[str, str] = {
+    "institutions.csv": "institution_id",
+    "departments.csv": "department_id",
+    "faculty.csv": "faculty_id",
+    "timeslots.csv": "timeslot_id",
+}
+ENROLLED_COURSES = "enrolled_courses"
+PREFERRED_LANGUAGES = "preferred_languages"
+#: Columns of :attr:`InstitutionData.enrollments`, in this order.
+ENROLLMENT_COLUMNS: tuple[str, ...] = (
+    "student_id",
+    "course_id",
+    "is_mandatory",
+    "academic_year",
+    "semester",
+    "enrollment_date",
+)
+#: The one shift used when ``shifts.csv`` is absent.
+DEFAULT_SHIFT: dict[str, str] = {
+    "shift_id": "DEFAULT",
+    "shift_code": "DEFAULT",
+    "shift_name": "Default shift",
+    "shift_type": "FLEXIBLE",
+}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How to coerce one input table before its schema check."""
+
+    file: str
+    schema: type[pa.DataFrameModel]
+    required: tuple[str, ...]
+    integers: tuple[str, ...] = ()
+    floats: tuple[str, ...] = ()
+    booleans: tuple[str, ...] = ()
+    enums: tuple[str, ...] = ()
+    dates: tuple[str, ...] = ()
+
+
+SPECS: dict[str, TableSpec] = {
+    spec.file: spec
+    for spec in (
+        TableSpec(STUDENTS, schemas.StudentData, ("student_id", "program_id", "academic_year"), integers=("semester",)),
+        TableSpec(PROGRAMS, schemas.Programs, ("program_id",), floats=("duration_years", "total_credits")),
+        TableSpec(
+            COURSES,
+            schemas.Courses,
+            ("course_id",),
+            integers=("max_sessions_per_week", "semester"),
+            floats=("credits", "theory_hours", "practical_hours"),
+            enums=("course_type",),
+        ),
+        TableSpec(
+            ENROLLMENTS,
+            schemas.StudentCourseEnrollment,
+            ("student_id", "course_id"),
+            integers=("semester",),
+            booleans=("is_mandatory",),
+        ),
+        TableSpec(
+            ROOMS,
+            schemas.Rooms,
+            ("room_id", "capacity"),
+            integers=("capacity", "floor_number"),
+            enums=("room_type",),
+        ),
+        TableSpec(SHIFTS, schemas.Shifts, ("shift_id",), enums=("shift_type",)),
+        TableSpec(
+            PREREQUISITES,
+            schemas.CoursePrerequisites,
+            ("course_id", "prerequisite_course_id"),
+            booleans=("is_mandatory",),
+        ),
+        TableSpec(PARAMETERS, schemas.DynamicParameters, ("parameter_id", "parameter_code")),
+        TableSpec(
+            PARAMETER_VALUES,
+            schemas.EntityParameterValues,
+            ("entity_type", "entity_id", "parameter_id"),
+            integers=("integer_value",),
+            floats=("numeric_value",),
+            booleans=("boolean_value",),
+            dates=("effective_from", "effective_to"),
+        ),
+    )
+}
+
+_Coercer = Callable[..., tuple[pd.Series, list[ValidationIssue]]]
+
+
+def load_institution(input_dir: str | Path) -> InstitutionData:
+    """Read, coerce and validate every contract CSV in ``input_dir``.
+
+    Returns the normalised tables (see :class:`InstitutionData` for the column conventions).
+    Raises :class:`InputValidationError` listing every problem in every file if the directory
+    breaks the contract.
+    """
+    root = Path(input_dir)
+    if not root.is_dir():
+        issue = ValidationIssue("MISSING_FILE", str(root), "the input directory does not exist")
+        raise InputValidationError([issue], input_dir=str(root))
+    files = {path.name: path.read_bytes() for path in sorted(root.glob("*.csv")) if path.is_file()}
+    return _Loader(root, files).run()
+
+
+def directory_digest(files: dict[str, bytes]) -> tuple[str, dict[str, str]]:
+    """sha256 over every file's name, size and bytes in name order; and each file's own sha256.
+
+    Name and size are framed (``name NUL size NUL bytes``) so that no two directories hash alike
+    by moving bytes from one file to the next.
+    """
+    total = hashlib.sha256()
+    per_file: dict[str, str] = {}
+    for name in sorted(files):
+        data = files[name]
+        total.update(f"{name}\0{len(data)}\0".encode())
+        total.update(data)
+        per_file[name] = hashlib.sha256(data).hexdigest()
+    return total.hexdigest(), per_file
+
+
+@dataclass
+class _Loader:
+    """One load: the files' bytes in, issues and warnings collected along the way."""
+
+    root: Path
+    files: dict[str, bytes]
+    issues: list[ValidationIssue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: file -> (row, column) cells already reported by coercion: the schema's follow-on
+    #: failures there (a null left by an unparseable cell) are not reported again.
+    _reported: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
+    #: True when shifts.csv is absent (or empty) and the one default shift stands in for it
+    _default_shift: bool = False
+
+    # ---------------------------------------------------------------------------- driver
+
+    def run(self) -> InstitutionData:
+        programs = self._table(PROGRAMS, required=True)
+        courses = self._table(COURSES, required=True)
+        rooms = self._table(ROOMS, required=True)
+        shifts = self._shifts()
+        students, enrolled_items = self._students(shifts)
+        enrollments = self._enrollments(students, enrolled_items)
+        prerequisites = self._table(PREREQUISITES, required=False)
+        parameters = self._table(PARAMETERS, required=False)
+        parameter_values = self._parameter_values(parameters)
+        passthrough = self._passthrough()
+
+        self._references(students, programs, "program_id", STUDENTS, PROGRAMS)
+        if enrollments is not None:
+            frame, file, names = enrollments
+            self._references(frame, students, "student_id", file, STUDENTS, names)
+            self._references(frame, courses, "course_id", file, COURSES, names)
+            self._students_without_courses(students, frame)
+        if prerequisites is not None:
+            self._references(prerequisites, courses, "course_id", PREREQUISITES, COURSES)
+            self._references(
+                prerequisites, courses, "prerequisite_course_id", PREREQUISITES, COURSES, target_column="course_id"
+            )
+
+        if self.issues:
+            raise InputValidationError(self.issues, input_dir=str(self.root))
+        assert students is not None and programs is not None and courses is not None
+        assert rooms is not None and shifts is not None and enrollments is not None
+        digest, file_digests = directory_digest(self.files)
+        return InstitutionData(
+            input_dir=self.root,
+            students=_fresh(students),
+            programs=_fresh(programs),
+            courses=_fresh(courses),
+            enrollments=_fresh(enrollments[0].loc[:, list(ENROLLMENT_COLUMNS)]),
+            rooms=_fresh(rooms),
+            shifts=_fresh(shifts),
+            prerequisites=_fresh_or_none(prerequisites),
+            dynamic_parameters=_fresh_or_none(parameters),
+            entity_parameter_values=_fresh_or_none(parameter_values),
+            passthrough={name: _fresh(frame) for name, frame in passthrough.items()},
+            digest=digest,
+            file_digests=file_digests,
+            warnings=self.warnings,
+        )
+
+    # ---------------------------------------------------------------------------- reading
+
+    def _read(self, file: str, *, required: bool, columns: tuple[str, ...] = ()) -> pd.DataFrame | None:
+        """The file's cells as strings, or ``None`` (issue recorded) if absent or unreadable.
+
+        An optional file that is empty is treated as absent, with a warning.
+        """
+        if file not in self.files:
+            if required:
+                self._issue("MISSING_FILE", file, "required file is missing from the input directory")
+            return None
+        try:
+            frame = parse_table(self.files[file], file)
+        except InputValidationError as error:
+            if not required and all(i.code == "EMPTY_TABLE" for i in error.issues):
+                self.warnings.append(f"{file}: the file has no data rows and is ignored")
+            else:
+                self.issues += error.issues
+            return None
+        missing = [c for c in columns if c not in frame.columns]
+        for column in missing:
+            self._issue("MISSING_COLUMN", file, "required column is missing from the header row", column=column)
+        return None if missing else frame
+
+    def _table(self, file: str, *, required: bool) -> pd.DataFrame | None:
+        """Read, coerce and schema-check one table of :data:`SPECS`."""
+        spec = SPECS[file]
+        frame = self._read(file, required=required, columns=spec.required)
+        if frame is None:
+            return None
+        frame = self._coerce(frame, spec)
+        self._validate(frame, spec.schema, file)
+        return frame
+
+    def _coerce(self, frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+        coercers: tuple[tuple[tuple[str, ...], _Coercer], ...] = (
+            (spec.integers, coerce_integer),
+            (spec.floats, coerce_float),
+            (spec.booleans, parse_bool_series),
+            (spec.dates, coerce_datetime),
+        )
+        for columns, coerce in coercers:
+            for column in columns:
+                if column in frame.columns:
+                    frame[column], issues = coerce(frame[column], file=spec.file, column=column)
+                    self._coercion_issues(issues)
+        for column in spec.enums:
+            if column in frame.columns:
+                frame[column] = upper_enum(frame[column])
+        if spec.file == COURSES:
+            default = pd.Series(schemas.DEFAULT_COURSE_TYPE, index=frame.index, dtype=STRING_DTYPE)
+            frame["course_type"] = frame["course_type"].fillna(default) if "course_type" in frame else default
+        return frame
+
+    def _validate(
+        self,
+        frame: pd.DataFrame,
+        schema: type[pa.DataFrameModel] | pa.DataFrameSchema,
+        file: str,
+        column_names: dict[str, str] | None = None,
+    ) -> None:
+        reported = self._reported.get(file, set())
+        self.issues += schemas.validate_frame(frame, schema, file, column_names=column_names, reported=reported)
+
+    # ---------------------------------------------------------------------------- tables
+
+    def _shifts(self) -> pd.DataFrame | None:
+        """shifts.csv, or the default shift if it is absent or empty; ``None`` if it is invalid."""
+        shifts = self._table(SHIFTS, required=False)
+        if shifts is not None or any(issue.file == SHIFTS for issue in self.issues):
+            return shifts
+        self._default_shift = True
+        return pd.DataFrame({k: pd.Series([v], dtype=STRING_DTYPE) for k, v in DEFAULT_SHIFT.items()})
+
+    def _students(self, shifts: pd.DataFrame | None) -> tuple[pd.DataFrame | None, pd.Series | None]:
+        """The students, and the items of their ``enrolled_courses`` in long form (if present)."""
+        spec = SPECS[STUDENTS]
+        students = self._read(STUDENTS, required=True, columns=spec.required)
+        enrolled_items: pd.Series | None = None
+        if students is None:
+            return None, None
+        students = self._coerce(students, spec)
+        if "is_active" in students:
+            active, issues = parse_bool_series(students["is_active"], file=STUDENTS, column="is_active")
+            self._coercion_issues(issues)
+            students["is_active"] = active.fillna(True).astype(bool)
+        else:
+            students["is_active"] = True
+        for column in (PREFERRED_LANGUAGES, ENROLLED_COURSES):
+            if column in students:
+                items, issues = explode_list_series(students[column], file=STUDENTS, column=column)
+                self._coercion_issues(issues)
+                students[column] = tuples_by_label(items, students.index)
+                if column == ENROLLED_COURSES:
+                    enrolled_items = items
+        raw = students["preferred_shift"] if "preferred_shift" in students else _nulls(students.index)
+        students["preferred_shift_raw"] = raw
+        students["preferred_shift"] = self._resolve_shifts(raw, shifts)
+        self._validate(students, spec.schema, STUDENTS)
+        return students, enrolled_items
+
+    def _resolve_shifts(self, raw: pd.Series, shifts: pd.DataFrame | None) -> pd.Series:
+        """Map each preferred shift (a shift_id, or a shift_code/shift_type in any case) to its shift_id."""
+        if shifts is None or raw.isna().all():
+            return _nulls(raw.index)
+        ids = shifts["shift_id"].dropna()
+        by_id = dict(zip(ids, ids, strict=True))
+        by_code = _first_id_by(shifts, "shift_code", lambda s: s.str.upper())
+        by_type = _first_id_by(shifts, "shift_type", upper_enum)
+        resolved = raw.map(by_id).fillna(raw.str.upper().map(by_code)).astype(STRING_DTYPE)
+        as_type = upper_enum(raw).where(resolved.isna())
+        resolved = resolved.fillna(as_type.map(by_type)).astype(STRING_DTYPE)
+        if "shift_type" in shifts:
+            per_type = shifts["shift_type"].value_counts()
+            for shift_type in sorted(set(as_type.dropna()) & set(per_type[per_type > 1].index)):
+                self.warnings.append(
+                    f"{STUDENTS}: preferred_shift {shift_type!r} matches several shifts; "
+                    f"resolved to the first in {SHIFTS}, {by_type[shift_type]!r}"
+                )
+        unresolved = raw.notna() & resolved.isna()
+        if not unresolved.any():
+            return resolved
+        if not self._default_shift:
+            self.issues += row_issues(
+                "DANGLING_REFERENCE",
+                STUDENTS,
+                "preferred_shift",
+                raw[unresolved],
+                f"not a shift_id, shift_code or shift_type of {SHIFTS}",
+            )
+        else:
+            self.warnings.append(
+                f"{STUDENTS}: {int(unresolved.sum())} preferred_shift value(s) name no shift and are "
+                f"ignored ({SHIFTS} is absent, so every batch shares the default shift)"
+            )
+        return resolved
+
+    def _enrollments(
+        self, students: pd.DataFrame | None, enrolled_items: pd.Series | None
+    ) -> tuple[pd.DataFrame, str, dict[str, str]] | None:
+        """Enrollment rows, the file they came from, and issue column names (or ``None``).
+
+        ``student_course_enrollment.csv`` wins over the ``enrolled_courses`` column.
+        """
+        if ENROLLMENTS in self.files:
+            if enrolled_items is not None:
+                self.warnings.append(
+                    f"{ENROLLMENTS} and the {ENROLLED_COURSES} column of {STUDENTS} are both present; "
+                    f"using {ENROLLMENTS}"
+                )
+            frame = self._read(ENROLLMENTS, required=True, columns=SPECS[ENROLLMENTS].required)
+            if frame is None:
+                return None
+            frame = self._coerce(frame, SPECS[ENROLLMENTS])
+            file, names = ENROLLMENTS, {}
+        elif students is not None and enrolled_items is not None:
+            frame = _enrollments_from_list(students, enrolled_items)
+            file, names = STUDENTS, {"course_id": ENROLLED_COURSES}
+        else:
+            if students is not None:  # else unknown whether the list column would have been there
+                self._issue(
+                    "MISSING_FILE",
+                    ENROLLMENTS,
+                    f"required file is missing (or give {STUDENTS} an {ENROLLED_COURSES} column)",
+                )
+            return None
+        for column in ENROLLMENT_COLUMNS:
+            if column not in frame:
+                frame[column] = _typed_nulls(frame.index, column)
+        frame = self._drop_duplicate_enrollments(frame, file)
+        self._validate(frame, schemas.StudentCourseEnrollment, file, names)
+        return frame, file, names
+
+    def _drop_duplicate_enrollments(self, frame: pd.DataFrame, file: str) -> pd.DataFrame:
+        duplicated = frame.duplicated(subset=["student_id", "course_id"], keep="first")
+        if duplicated.any():
+            first = row_number(frame.index[duplicated.to_numpy()][0])
+            self.warnings.append(
+                f"{file}: {int(duplicated.sum())} repeated (student_id, course_id) enrollment(s) "
+                f"ignored, the first on row {first}"
+            )
+            frame = frame.loc[~duplicated.to_numpy()]
+        return frame
+
+    def _parameter_values(self, parameters: pd.DataFrame | None) -> pd.DataFrame | None:
+        values = self._table(PARAMETER_VALUES, required=False)
+        if values is None:
+            return None
+        if "json_value" in values:
+            cells = values["json_value"].dropna()
+            bad = cells[[not _is_json(text) for text in cells]]
+            self._coercion_issues(row_issues("INVALID_VALUE", PARAMETER_VALUES, "json_value", bad, "not valid JSON"))
+        if parameters is not None:
+            self._references(values, parameters, "parameter_id", PARAMETER_VALUES, PARAMETERS)
+        elif PARAMETERS not in self.files:
+            self._issue("MISSING_FILE", PARAMETERS, f"required by {PARAMETER_VALUES} (its parameter_id column)")
+        return values
+
+    def _passthrough(self) -> dict[str, pd.DataFrame]:
+        tables: dict[str, pd.DataFrame] = {}
+        for file, key in PASSTHROUGH_KEYS.items():
+            frame = self._read(file, required=False, columns=(key,))
+            if frame is not None:
+                self._validate(frame, schemas.key_schema(key), file)
+                tables[file.removesuffix(".csv")] = frame
+        return tables
+
+    # ---------------------------------------------------------------------------- cross-table
+
+    def _references(
+        self,
+        frame: pd.DataFrame | None,
+        target_frame: pd.DataFrame | None,
+        column: str,
+        file: str,
+        target_file: str,
+        column_names: dict[str, str] | None = None,
+        *,
+        target_column: str | None = None,
+    ) -> None:
+        """DANGLING_REFERENCE for every non-null ``frame[column]`` not in ``target_frame``.
+
+        ``target_column`` defaults to ``column``; both frames may be ``None`` (already reported).
+        """
+        if frame is None or target_frame is None:
+            return
+        keys = target_frame[target_column or column]
+        dangling = frame[column].notna().to_numpy() & ~string_isin(frame[column], keys)
+        shown = (column_names or {}).get(column, column)
+        self.issues += row_issues(
+            "DANGLING_REFERENCE",
+            file,
+            shown,
+            frame.loc[dangling, column],
+            f"not a {target_column or column} of {target_file}",
+        )
+
+    def _students_without_courses(self, students: pd.DataFrame | None, enrollments: pd.DataFrame) -> None:
+        if students is None:
+            return
+        enrolled = string_isin(students["student_id"], enrollments["student_id"])
+        without = students["is_active"].to_numpy() & ~enrolled
+        self.issues += row_issues(
+            "FEATURE_EXTRACTION_ERROR",
+            STUDENTS,
+            "student_id",
+            students.loc[without, "student_id"],
+            "active student has no course enrollment",
+        )
+
+    # ---------------------------------------------------------------------------- issues
+
+    def _issue(self, code: str, file: str, message: str, *, column: str | None = None) -> None:
+        self.issues.append(ValidationIssue(code, file, message, column=column))
+
+    def _coercion_issues(self, issues: list[ValidationIssue]) -> None:
+        self.issues += issues
+        for issue in issues:
+            if issue.row is not None and issue.column is not None:
+                self._reported.setdefault(issue.file, set()).add((issue.row, issue.column))
+
+
+def _enrollments_from_list(students: pd.DataFrame, items: pd.Series) -> pd.DataFrame:
+    """One row per item of ``enrolled_courses``, indexed by the student's record label."""
+    labels = items.index
+    return pd.DataFrame(
+        {
+            "student_id": students.loc[labels, "student_id"].to_numpy(),
+            "course_id": items.to_numpy(),
+            "is_mandatory": _typed_nulls(labels, "is_mandatory"),
+            "academic_year": students.loc[labels, "academic_year"].to_numpy(),
+            "semester": (
+                students.loc[labels, "semester"].to_numpy()
+                if "semester" in students
+                else _typed_nulls(labels, "semester")
+            ),
+            "enrollment_date": _typed_nulls(labels, "enrollment_date"),
+        },
+        index=labels,
+    ).astype(
+        {"student_id": STRING_DTYPE, "course_id": STRING_DTYPE, "academic_year": STRING_DTYPE, "semester": "Int64"}
+    )
+
+
+def _first_id_by(shifts: pd.DataFrame, column: str, normalise: Callable[[pd.Series], pd.Series]) -> dict[str, str]:
+    if column not in shifts:
+        return {}
+    keys = normalise(shifts[column].astype(STRING_DTYPE))
+    pairs = pd.DataFrame({"key": keys, "shift_id": shifts["shift_id"]}).dropna().drop_duplicates("key")
+    return dict(zip(pairs["key"], pairs["shift_id"], strict=True))
+
+
+def _nulls(index: pd.Index) -> pd.Series:
+    return pd.Series(pd.NA, index=index, dtype=STRING_DTYPE)
+
+
+_ENROLLMENT_DTYPES = {"is_mandatory": "boolean", "semester": "Int64"}
+
+
+def _typed_nulls(index: pd.Index, column: str) -> pd.Series:
+    return pd.Series(pd.NA, index=index, dtype=_ENROLLMENT_DTYPES.get(column, STRING_DTYPE))
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _fresh(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a fresh RangeIndex (the record labels are only needed for issues)."""
+    return frame.reset_index(drop=True)
+
+
+def _fresh_or_none(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    return None if frame is None else _fresh(frame)
