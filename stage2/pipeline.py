@@ -11,6 +11,7 @@ Callable from Python without Hydra::
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from stage2 import __version__
 from stage2.allocation import Allocation, allocate_rooms, home_rooms
 from stage2.clustering import BatchingProblem, make_batcher
+from stage2.clustering.assignment import SizeModel
 from stage2.config import BatchingSettings, build_settings, register_configs, register_resolvers
 from stage2.contract import InstitutionData, load_institution, validate_output_tables
 from stage2.contract.invariants import check_invariants
@@ -41,7 +43,7 @@ from stage2.outputs import (
     write_json,
     write_tables_atomically,
 )
-from stage2.sizing import BatchPlan, plan_batches
+from stage2.sizing import STATUS_OK, BatchPlan, GroupPlan, plan_batches
 from stage2.tracking import tracking_run
 
 log = logging.getLogger("stage2")
@@ -140,10 +142,10 @@ def cluster_groups(
             rules = settings.rules_for_program(program_id)
             soft = soft_rule_features(active.iloc[index], rules, settings.soft_rule_scale)
             features = group_features(courses[index], soft)
-            problem = BatchingProblem(features, group.batch_sizes, seed=settings.seed + group.group_index)
+            problem = BatchingProblem(features, size_model(group, settings), seed=settings.seed + group.group_index)
             labels = batcher.fit_predict(problem)
-            if not np.array_equal(np.bincount(labels, minlength=group.n_batches), group.batch_sizes):
-                raise RuntimeError(f"{batcher!r} returned wrong batch sizes for group {plan.label(group)}")
+            if not problem.sizes.admits(np.bincount(labels, minlength=group.n_batches)):
+                raise RuntimeError(f"{batcher!r} returned inadmissible batch sizes for group {plan.label(group)}")
         # number the group's batches by their first student's position: stable ids
         first = np.full(group.n_batches, np.iinfo(np.int64).max)
         np.minimum.at(first, labels, np.arange(index.size))
@@ -152,6 +154,14 @@ def cluster_groups(
         batch_of_student[index] = len(batch_group) + rank[labels]
         batch_group.extend([group.group_index] * group.n_batches)
     return Clustering(batch_of_student, np.asarray(batch_group, dtype=np.int64))
+
+
+def size_model(group: GroupPlan, settings: BatchingSettings) -> SizeModel:
+    """Flexible sizes within the group's bounds, priced by the weights; exact planned sizes
+    for groups whose sizes are already forced (undersized, no feasible count)."""
+    if group.status != STATUS_OK or math.isinf(settings.deviation_cost):
+        return SizeModel.exact(group.batch_sizes)
+    return SizeModel(group.batch_sizes, group.bounds.min, group.bounds.max, settings.deviation_cost)
 
 
 def shift_preference_counts(active: pd.DataFrame, batch_of_student: np.ndarray, n_batches: int,

@@ -1,15 +1,25 @@
-"""Exact size-constrained assignment of weighted points to centroids, as a min-cost flow.
+"""Size-constrained assignment of weighted points to centroids, solved exactly as a min-cost
+flow (OR-Tools).
 
 Each distinct feature row (a weighted point with ``count`` students) sends its students to
-centroids; centroid ``b`` must receive exactly ``sizes[b]``. With every (point, centroid) arc
-this is the exact optimum of the assignment step of size-constrained k-means. When there are
-too many arcs, each point keeps arcs to its ``n_candidates`` nearest centroids plus one arc to
-an overflow node that reaches every centroid, priced at the point's largest candidate
+centroids. How many a centroid may receive is a :class:`SizeModel`:
+
+- *exact*: centroid ``b`` receives exactly ``planned[b]``;
+- *flexible*: between ``min_size`` and ``max_size``, each student of deviation from
+  ``planned[b]`` priced by the convex penalty ``deviation_cost × (s_b − planned_b)²`` (a chain
+  of unit arcs of increasing cost from the centroid to a sink).
+
+With every (point, centroid) arc the flow is the exact optimum of the assignment step. When
+there are too many arcs, each point keeps arcs to its ``n_candidates`` nearest centroids plus
+one arc to an overflow node that reaches every centroid, priced at the point's largest
 distance, so the flow is always feasible and the overflow is used only where capacities force
 it.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 from ortools.graph.python import min_cost_flow
@@ -19,7 +29,46 @@ from stage2.errors import Stage2Error
 #: squared distances are rounded to integers after multiplying by this (the solver is integral)
 COST_SCALE = 10_000
 #: up to this many (point, centroid) arcs the full bipartite graph is used (exact)
-FULL_GRAPH_MAX_ARCS = 200_000
+FULL_GRAPH_MAX_ARCS = 100_000
+
+
+@dataclass(frozen=True)
+class SizeModel:
+    """What sizes the batches of one group may take."""
+
+    planned: np.ndarray
+    min_size: int = 0
+    max_size: int = 0
+    #: SSE units per squared student of deviation from ``planned``; ``inf``: exact sizes
+    deviation_cost: float = math.inf
+
+    @classmethod
+    def exact(cls, sizes: np.ndarray) -> "SizeModel":
+        sizes = np.asarray(sizes, dtype=np.int64)
+        return cls(sizes, int(sizes.min()), int(sizes.max()), math.inf)
+
+    @property
+    def is_exact(self) -> bool:
+        return math.isinf(self.deviation_cost) or self.min_size >= self.max_size
+
+    @property
+    def n_batches(self) -> int:
+        return int(self.planned.size)
+
+    def penalty(self, sizes: np.ndarray) -> float:
+        if self.is_exact:
+            return 0.0
+        return float(self.deviation_cost * np.sum((np.asarray(sizes) - self.planned) ** 2))
+
+    def admits(self, sizes: np.ndarray) -> bool:
+        sizes = np.asarray(sizes)
+        if self.is_exact:
+            return bool(np.array_equal(sizes, self.planned))
+        return bool(sizes.sum() == self.planned.sum() and sizes.min() >= self.min_size and sizes.max() <= self.max_size)
+
+
+def as_size_model(sizes: "np.ndarray | SizeModel") -> SizeModel:
+    return sizes if isinstance(sizes, SizeModel) else SizeModel.exact(sizes)
 
 
 def squared_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -31,17 +80,34 @@ def squared_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.maximum(d2, 0.0)
 
 
+def _size_arcs(model: SizeModel, first_batch_node: int, sink: int):
+    """Arcs batch -> sink carrying the students above ``min_size``, with the convex deviation
+    penalty as unit costs (shifted to be non-negative: the total flow on them is fixed)."""
+    k, lo, hi = model.n_batches, model.min_size, model.max_size
+    units = np.arange(hi - lo)  # the (lo + u + 1)-th student of a batch
+    if model.deviation_cost == 0:
+        return (first_batch_node + np.arange(k), np.full(k, sink), np.full(k, hi - lo), np.zeros(k, np.int64))
+    size_after = lo + units[None, :] + 1
+    increments = model.deviation_cost * ((size_after - model.planned[:, None]) ** 2 - (size_after - 1 - model.planned[:, None]) ** 2)
+    costs = np.rint(increments * COST_SCALE).astype(np.int64)
+    costs -= costs.min()
+    starts = np.repeat(first_batch_node + np.arange(k), units.size)
+    return starts, np.full(starts.size, sink), np.ones(starts.size, np.int64), costs.reshape(-1)
+
+
 def assign_exact(
     points: np.ndarray,
     counts: np.ndarray,
     centroids: np.ndarray,
-    sizes: np.ndarray,
+    sizes: "np.ndarray | SizeModel",
     n_candidates: int | None = None,
 ) -> np.ndarray:
     """Return flows ``F`` (n_points × n_batches, int64) with row sums ``counts`` and column sums
-    ``sizes`` minimising Σ F · ||point − centroid||²."""
+    admitted by ``sizes`` (an exact size array or a :class:`SizeModel`), minimising
+    Σ F · ||point − centroid||² + the model's size penalty."""
+    model = as_size_model(sizes)
     n_points, n_batches = points.shape[0], centroids.shape[0]
-    if int(counts.sum()) != int(sizes.sum()):
+    if int(counts.sum()) != int(model.planned.sum()):
         raise ValueError("counts and sizes must have the same total")
     if n_batches == 1:
         return counts.reshape(-1, 1).astype(np.int64)
@@ -55,24 +121,35 @@ def assign_exact(
         point_idx = np.repeat(np.arange(n_points), n_candidates)
         batch_idx = nearest.reshape(-1)
         overflow = True
-    costs = np.rint(d2[point_idx, batch_idx] * COST_SCALE).astype(np.int64)
+
+    first_batch = n_points
+    sink = n_points + n_batches
+    overflow_node = sink + 1
     starts = [point_idx]
-    ends = [n_points + batch_idx]
+    ends = [first_batch + batch_idx]
     capacities = [counts[point_idx]]
-    unit_costs = [costs]
-    overflow_node = n_points + n_batches
+    unit_costs = [np.rint(d2[point_idx, batch_idx] * COST_SCALE).astype(np.int64)]
     if overflow:
         starts += [np.arange(n_points), np.full(n_batches, overflow_node)]
-        ends += [np.full(n_points, overflow_node), n_points + np.arange(n_batches)]
-        capacities += [counts, sizes]
+        ends += [np.full(n_points, overflow_node), first_batch + np.arange(n_batches)]
+        batch_capacity = model.planned if model.is_exact else np.full(n_batches, model.max_size)
+        capacities += [counts, batch_capacity.astype(np.int64)]
         unit_costs += [np.rint(d2.max(axis=1) * COST_SCALE).astype(np.int64), np.zeros(n_batches, np.int64)]
+    if model.is_exact:
+        batch_supply = -model.planned.astype(np.int64)
+        sink_supply = 0
+    else:
+        batch_supply = np.full(n_batches, -model.min_size, dtype=np.int64)
+        sink_supply = -(int(counts.sum()) - n_batches * model.min_size)
+        s, e, c, u = _size_arcs(model, first_batch, sink)
+        starts.append(s), ends.append(e), capacities.append(c), unit_costs.append(u)
+
     solver = min_cost_flow.SimpleMinCostFlow()
     arcs = solver.add_arcs_with_capacity_and_unit_cost(
         np.concatenate(starts), np.concatenate(ends), np.concatenate(capacities), np.concatenate(unit_costs)
     )
-    n_nodes = overflow_node + (1 if overflow else 0)
-    supplies = np.concatenate([counts, -sizes, np.zeros(1 if overflow else 0, np.int64)])
-    solver.set_nodes_supplies(np.arange(n_nodes), supplies)
+    supplies = np.concatenate([counts.astype(np.int64), batch_supply, [sink_supply], [0] if overflow else []]).astype(np.int64)
+    solver.set_nodes_supplies(np.arange(supplies.size), supplies)
     status = solver.solve()
     if status != solver.OPTIMAL:
         raise Stage2Error(f"min-cost flow assignment failed (status {status})", code="CONVERGENCE_FAILURE")
@@ -81,9 +158,8 @@ def assign_exact(
     n_direct = point_idx.size
     np.add.at(result, (point_idx, batch_idx), flows[:n_direct])
     if overflow:
-        # route overflow flow: points that used it, matched to centroids that received it
         via_point = flows[n_direct : n_direct + n_points]
-        via_batch = flows[n_direct + n_points :]
+        via_batch = flows[n_direct + n_points : n_direct + n_points + n_batches]
         if via_point.sum():
             _route_overflow(result, via_point, via_batch, d2)
     return result
@@ -94,11 +170,11 @@ def _route_overflow(result: np.ndarray, via_point: np.ndarray, via_batch: np.nda
     transportation problem among only the points and centroids that used it)."""
     points = np.flatnonzero(via_point)
     batches = np.flatnonzero(via_batch)
-    sub = assign_exact_dense(d2[np.ix_(points, batches)], via_point[points], via_batch[batches])
+    sub = _transport(d2[np.ix_(points, batches)], via_point[points], via_batch[batches])
     result[np.ix_(points, batches)] += sub
 
 
-def assign_exact_dense(d2: np.ndarray, counts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def _transport(d2: np.ndarray, counts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Exact transportation problem on a precomputed cost matrix (full bipartite graph)."""
     n_points, n_batches = d2.shape
     point_idx = np.repeat(np.arange(n_points), n_batches)
@@ -107,7 +183,7 @@ def assign_exact_dense(d2: np.ndarray, counts: np.ndarray, sizes: np.ndarray) ->
     arcs = solver.add_arcs_with_capacity_and_unit_cost(
         point_idx, n_points + batch_idx, counts[point_idx], np.rint(d2.reshape(-1) * COST_SCALE).astype(np.int64)
     )
-    solver.set_nodes_supplies(np.arange(n_points + n_batches), np.concatenate([counts, -sizes]))
+    solver.set_nodes_supplies(np.arange(n_points + n_batches), np.concatenate([counts, -sizes]).astype(np.int64))
     if solver.solve() != solver.OPTIMAL:
         raise Stage2Error("min-cost flow assignment failed", code="CONVERGENCE_FAILURE")
     result = np.zeros((n_points, n_batches), dtype=np.int64)
@@ -131,7 +207,9 @@ def centroids_from_flows(points: np.ndarray, flows: np.ndarray) -> np.ndarray:
     return (flows.T.astype(np.float64) @ points) / np.maximum(sizes, 1.0)[:, None]
 
 
-def flow_cost(points: np.ndarray, flows: np.ndarray) -> float:
-    """Within-batch SSE of the assignment ``flows`` (with the batches' own means)."""
+def flow_cost(points: np.ndarray, flows: np.ndarray, model: SizeModel | None = None) -> float:
+    """Within-batch SSE of the assignment ``flows`` (with the batches' own means), plus the
+    size penalty of ``model``."""
     centroids = centroids_from_flows(points, flows)
-    return float(np.sum(flows * squared_distances(points, centroids)))
+    sse = float(np.sum(flows * squared_distances(points, centroids)))
+    return sse + (model.penalty(flows.sum(axis=0)) if model is not None else 0.0)

@@ -2,8 +2,9 @@
 
 Size-constrained k-means on the group's distinct feature rows (students with the same course
 set and soft-rule values are one weighted point): k-means++ seeding, then rounds of an exact
-min-cost-flow assignment onto the fixed batch sizes followed by a centroid update, until the
-cost stops falling; ``n_init`` restarts, the lowest within-batch SSE kept.
+min-cost-flow assignment under the group's size model followed by a centroid update, until the
+cost stops falling; then local search with exact deltas (swaps, and moves when sizes are
+flexible) on the students. ``n_init`` restarts; the lowest objective is kept.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
-from stage2.clustering.assignment import assign_exact, centroids_from_flows, flow_cost, flows_to_labels
-from stage2.clustering.base import Batcher, BatchingProblem, collapse
+from stage2.clustering.assignment import SizeModel, assign_exact, centroids_from_flows, flow_cost, flows_to_labels
+from stage2.clustering.base import Batcher, BatchingProblem, collapse, objective
+from stage2.clustering.local_search import local_search
 
 
 def initial_centroids(points: np.ndarray, counts: np.ndarray, n_batches: int, seed: int) -> np.ndarray:
@@ -28,32 +30,50 @@ def initial_centroids(points: np.ndarray, counts: np.ndarray, n_batches: int, se
 class BalancedBatcher(Batcher):
     name = "balanced"
 
-    def __init__(self, *, n_init: int = 3, max_iter: int = 30, n_candidates: int = 8, tol: float = 1e-6) -> None:
+    def __init__(
+        self,
+        *,
+        n_init: int = 3,
+        max_iter: int = 30,
+        n_candidates: int = 24,
+        tol: float = 1e-6,
+        local_search: bool = True,
+        n_neighbors: int = 6,
+        max_passes: int = 20,
+    ) -> None:
         super().__init__(n_init=n_init, max_iter=max_iter)
         self.n_candidates = n_candidates
         self.tol = tol
+        self.local_search = local_search
+        self.n_neighbors = n_neighbors
+        self.max_passes = max_passes
 
     def fit_predict(self, problem: BatchingProblem) -> np.ndarray:
-        sizes = problem.batch_sizes.astype(np.int64)
-        if sizes.size == 1:
+        sizes = problem.sizes
+        if sizes.n_batches == 1:
             return np.zeros(problem.features.shape[0], dtype=np.int64)
         data = collapse(problem.features)
         seeds = np.random.default_rng(problem.seed).integers(0, 2**31 - 1, size=self.n_init)
-        best_flows, best_cost = None, np.inf
+        best_labels, best_cost = None, np.inf
         for seed in seeds:
-            flows, cost = self._run(data.points, data.counts, sizes, int(seed))
+            flows, cost = self._lloyd(data.points, data.counts, sizes, int(seed))
+            labels = flows_to_labels(flows, data.inverse)
+            if self.local_search:
+                labels = local_search(problem.features, labels, sizes, n_neighbors=self.n_neighbors,
+                                      max_passes=self.max_passes)
+                cost = objective(problem.features, labels, sizes)
             if cost < best_cost - 1e-9:
-                best_flows, best_cost = flows, cost
-        return flows_to_labels(best_flows, data.inverse)
+                best_labels, best_cost = labels, cost
+        return best_labels
 
-    def _run(self, points: np.ndarray, counts: np.ndarray, sizes: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
-        centroids = initial_centroids(points, counts, sizes.size, seed)
+    def _lloyd(self, points: np.ndarray, counts: np.ndarray, sizes: SizeModel, seed: int) -> tuple[np.ndarray, float]:
+        centroids = initial_centroids(points, counts, sizes.n_batches, seed)
         flows = assign_exact(points, counts, centroids, sizes, self.n_candidates)
-        cost = flow_cost(points, flows)
+        cost = flow_cost(points, flows, sizes)
         for _ in range(self.max_iter - 1):
             centroids = centroids_from_flows(points, flows)
             new_flows = assign_exact(points, counts, centroids, sizes, self.n_candidates)
-            new_cost = flow_cost(points, new_flows)
+            new_cost = flow_cost(points, new_flows, sizes)
             if new_cost >= cost - self.tol * max(cost, 1e-12):
                 if new_cost < cost:
                     flows, cost = new_flows, new_cost

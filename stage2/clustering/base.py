@@ -13,18 +13,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stage2.clustering.assignment import SizeModel, as_size_model
+
 
 @dataclass(frozen=True)
 class BatchingProblem:
+    """One mixable group to split into batches.
+
+    ``sizes`` is a :class:`SizeModel` (or an array of exact sizes, converted): the planned
+    size of each batch and, when flexible, the bounds and the price of deviating from it.
+    """
+
     #: one row per student of the group (course columns, then scaled soft-rule columns)
     features: np.ndarray
-    #: exact size of each batch; sums to ``len(features)``
-    batch_sizes: np.ndarray
+    sizes: SizeModel
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", as_size_model(self.sizes))
+        if int(self.sizes.planned.sum()) != self.features.shape[0]:
+            raise ValueError("planned batch sizes must sum to the number of students")
+
+    @property
+    def batch_sizes(self) -> np.ndarray:
+        """The planned size of each batch."""
+        return self.sizes.planned
 
     @property
     def n_batches(self) -> int:
-        return int(self.batch_sizes.size)
+        return self.sizes.n_batches
 
 
 @dataclass(frozen=True)
@@ -53,11 +70,17 @@ class Batcher(ABC):
 
     @abstractmethod
     def fit_predict(self, problem: BatchingProblem) -> np.ndarray:
-        """Labels in ``[0, n_batches)`` with ``bincount(labels) == problem.batch_sizes``."""
+        """Labels in ``[0, n_batches)`` whose batch sizes ``problem.sizes`` admits (exactly
+        ``problem.batch_sizes`` when the size model is exact)."""
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in sorted(vars(self).items()))
         return f"{type(self).__name__}({params})"
+
+
+def objective(features: np.ndarray, labels: np.ndarray, sizes: SizeModel) -> float:
+    """Within-batch SSE plus the size model's deviation penalty: what algorithms minimise."""
+    return within_batch_sse(features, labels, sizes.n_batches) + sizes.penalty(np.bincount(labels, minlength=sizes.n_batches))
 
 
 def within_batch_sse(features: np.ndarray, labels: np.ndarray, n_batches: int) -> float:

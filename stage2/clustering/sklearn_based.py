@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering, KMeans, SpectralClustering
 
-from stage2.clustering.assignment import assign_exact, flows_to_labels
+from stage2.clustering.assignment import SizeModel, assign_exact, flows_to_labels
 from stage2.clustering.balanced import initial_centroids
 from stage2.clustering.base import Batcher, BatchingProblem, CollapsedPoints, collapse
 from stage2.errors import ConfigurationError
@@ -19,7 +19,8 @@ from stage2.errors import ConfigurationError
 MAX_POINTS_QUADRATIC = 15_000
 
 
-def repair_to_sizes(data: CollapsedPoints, centroids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def repair_to_sizes(data: CollapsedPoints, centroids: np.ndarray, sizes: SizeModel) -> np.ndarray:
+    """The size-constrained assignment closest to ``centroids`` (exact min-cost flow)."""
     flows = assign_exact(data.points, data.counts, centroids, sizes, n_candidates=None)
     return flows_to_labels(flows, data.inverse)
 
@@ -34,14 +35,14 @@ def centroids_of_labels(data: CollapsedPoints, labels: np.ndarray, n_batches: in
 
 class _RepairedClustering(Batcher):
     def fit_predict(self, problem: BatchingProblem) -> np.ndarray:
-        sizes = problem.batch_sizes.astype(np.int64)
-        if sizes.size == 1:
+        sizes = problem.sizes
+        if sizes.n_batches == 1:
             return np.zeros(problem.features.shape[0], dtype=np.int64)
         data = collapse(problem.features)
-        if data.points.shape[0] <= sizes.size:
-            centroids = initial_centroids(data.points, data.counts, sizes.size, problem.seed)
+        if data.points.shape[0] <= sizes.n_batches:
+            centroids = initial_centroids(data.points, data.counts, sizes.n_batches, problem.seed)
         else:
-            centroids = self._centroids(data, sizes.size, problem.seed)
+            centroids = self._centroids(data, sizes.n_batches, problem.seed)
         return repair_to_sizes(data, centroids, sizes)
 
     def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:

@@ -42,6 +42,9 @@ class BatchSizeConfig:
     min: int = 15
     target: int = 35
     max: int = 60
+    #: price of a batch's deviation from its planned (equal) size, in SSE units per squared
+    #: student, before scaling by (weights.balance + weights.size) / weights.homogeneity
+    deviation_cost: float = 0.02
 
 
 @dataclass

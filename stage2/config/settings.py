@@ -120,6 +120,9 @@ class BatchingSettings:
     as_of: datetime
     program_bounds: Mapping[str, SizeBounds] = field(default_factory=dict)
     soft_rule_scale: float = 0.1
+    #: λ of the size model: SSE units per squared student of deviation from the planned
+    #: size; ``inf`` keeps exact equal sizes (weights.homogeneity = 0)
+    deviation_cost: float = math.inf
     overrides: tuple[AppliedOverride, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -249,6 +252,14 @@ def make_rule(name: str, spec: Mapping[str, Any], *, where: str, source: str = "
         entity_id=None if entity_id is None else str(entity_id),
         source=source,
     )
+
+
+def size_deviation_cost(weights: Weights, base_cost: float) -> float:
+    """λ = base_cost × (balance + size) / homogeneity: how the weights trade course similarity
+    against equal sizes. ``inf`` (exact equal sizes) when homogeneity has no weight."""
+    if weights.homogeneity <= 0:
+        return math.inf
+    return base_cost * (weights.balance + weights.size) / weights.homogeneity
 
 
 def _as_dict(cfg: Any) -> dict[str, Any]:
@@ -429,6 +440,7 @@ def build_settings(cfg: Any, data: Any = None) -> BatchingSettings:
         as_of=as_of,
         program_bounds=program_bounds,
         soft_rule_scale=float(conf.get("constraints", {}).get("soft_rule_scale", 0.1)),
+        deviation_cost=size_deviation_cost(weights_obj, float(conf["batch_size"].get("deviation_cost", 0.02))),
         overrides=tuple(applied),
         warnings=tuple(warnings),
     )

@@ -1,0 +1,159 @@
+"""Local search with exact cost deltas, compiled with numba.
+
+Moves between each batch and its ``n_neighbors`` nearest batches (by mean):
+
+- *swap* ``i ∈ A`` with ``j ∈ B`` (sizes unchanged):
+  ``Δ = 2 (x_i − x_j)·(m_A − m_B) − (1/s_A + 1/s_B) ||x_i − x_j||²``;
+- *move* ``i`` from ``A`` to ``B`` (flexible sizes only, within [min, max]):
+  ``Δ = s_B/(s_B+1) ||x_i − m_B||² − s_A/(s_A−1) ||x_i − m_A||²`` plus the change of the
+  size penalty ``λ Σ (s_b − p_b)²``.
+
+For every neighbouring pair the best of these is applied while it lowers the cost; passes
+repeat until one gains less than ``tol`` × Σ||x||² or ``max_passes`` is reached.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from stage2.clustering.assignment import SizeModel, squared_distances
+
+
+@njit(cache=True, nogil=True)
+def _best_swap(X, sq_norms, members_a, members_b, mean_diff, inv_sum):
+    proj_a = X[members_a] @ mean_diff
+    proj_b = X[members_b] @ mean_diff
+    best, best_i, best_j = 0.0, -1, -1
+    for ii in range(members_a.size):
+        i = members_a[ii]
+        for jj in range(members_b.size):
+            j = members_b[jj]
+            dot = 0.0
+            for c in range(X.shape[1]):
+                dot += X[i, c] * X[j, c]
+            delta = 2.0 * (proj_a[ii] - proj_b[jj]) - inv_sum * (sq_norms[i] + sq_norms[j] - 2.0 * dot)
+            if delta < best:
+                best, best_i, best_j = delta, ii, jj
+    return best, best_i, best_j
+
+
+@njit(cache=True, nogil=True)
+def _best_move(X, sq_norms, members_a, sa, sb, mean_a, mean_b, penalty_delta):
+    """Best student of A to move to B: (Δ, index in members_a)."""
+    norm_a = mean_a @ mean_a
+    norm_b = mean_b @ mean_b
+    best, best_i = 0.0, -1
+    for ii in range(members_a.size):
+        i = members_a[ii]
+        dot_a = X[i] @ mean_a
+        dot_b = X[i] @ mean_b
+        dist_a = sq_norms[i] - 2.0 * dot_a + norm_a
+        dist_b = sq_norms[i] - 2.0 * dot_b + norm_b
+        delta = sb / (sb + 1.0) * dist_b - sa / (sa - 1.0) * dist_a + penalty_delta
+        if delta < best:
+            best, best_i = delta, ii
+    return best, best_i
+
+
+@njit(cache=True, nogil=True)
+def _passes(X, slots, sizes, sums, pairs, planned, min_size, max_size, deviation_cost, flexible, max_passes, tol):
+    """``slots[b, :sizes[b]]`` are batch b's students; updated in place with ``sizes`` and
+    ``sums``. Returns the total cost decrease."""
+    n = X.shape[0]
+    sq_norms = np.empty(n)
+    scale = 0.0
+    for i in range(n):
+        sq_norms[i] = X[i] @ X[i]
+        scale += sq_norms[i]
+    total_gain = 0.0
+    for _ in range(max_passes):
+        pass_gain = 0.0
+        for p in range(pairs.shape[0]):
+            a, b = pairs[p, 0], pairs[p, 1]
+            sa, sb = sizes[a], sizes[b]
+            mean_a = sums[a] / sa
+            mean_b = sums[b] / sb
+            best, kind, ii, jj = 0.0, 0, -1, -1
+            delta, si, sj = _best_swap(X, sq_norms, slots[a, :sa], slots[b, :sb], mean_a - mean_b, 1.0 / sa + 1.0 / sb)
+            if si >= 0 and delta < best:
+                best, kind, ii, jj = delta, 1, si, sj
+            if flexible:
+                # a -> b, then b -> a; penalty change of one student leaving x and joining y
+                if sa - 1 >= min_size and sb + 1 <= max_size and sa > 1:
+                    pen = deviation_cost * (-2.0 * (sa - planned[a]) + 1.0 + 2.0 * (sb - planned[b]) + 1.0)
+                    delta, mi = _best_move(X, sq_norms, slots[a, :sa], sa, sb, mean_a, mean_b, pen)
+                    if mi >= 0 and delta < best:
+                        best, kind, ii = delta, 2, mi
+                if sb - 1 >= min_size and sa + 1 <= max_size and sb > 1:
+                    pen = deviation_cost * (-2.0 * (sb - planned[b]) + 1.0 + 2.0 * (sa - planned[a]) + 1.0)
+                    delta, mi = _best_move(X, sq_norms, slots[b, :sb], sb, sa, mean_b, mean_a, pen)
+                    if mi >= 0 and delta < best:
+                        best, kind, ii = delta, 3, mi
+            if best >= -1e-10:
+                continue
+            if kind == 1:
+                i, j = slots[a, ii], slots[b, jj]
+                sums[a] += X[j] - X[i]
+                sums[b] += X[i] - X[j]
+                slots[a, ii], slots[b, jj] = j, i
+            else:
+                src, dst = (a, b) if kind == 2 else (b, a)
+                i = slots[src, ii]
+                slots[src, ii] = slots[src, sizes[src] - 1]
+                slots[src, sizes[src] - 1] = -1
+                sizes[src] -= 1
+                slots[dst, sizes[dst]] = i
+                sizes[dst] += 1
+                sums[src] -= X[i]
+                sums[dst] += X[i]
+            pass_gain -= best
+        total_gain += pass_gain
+        if pass_gain <= tol * max(scale, 1e-12):
+            break
+    return total_gain
+
+
+def neighbour_pairs(means: np.ndarray, n_neighbors: int) -> np.ndarray:
+    """Unordered pairs (a, b), a < b, of each batch with its nearest batches by mean."""
+    n_batches = means.shape[0]
+    m = min(n_neighbors, n_batches - 1)
+    d2 = squared_distances(means, means)
+    np.fill_diagonal(d2, np.inf)
+    nearest = np.argsort(d2, axis=1, kind="stable")[:, :m]
+    a = np.repeat(np.arange(n_batches), m)
+    pairs = np.unique(np.sort(np.stack([a, nearest.reshape(-1)], axis=1), axis=1), axis=0)
+    return pairs.astype(np.int64)
+
+
+def local_search(
+    features: np.ndarray,
+    labels: np.ndarray,
+    sizes: SizeModel,
+    *,
+    n_neighbors: int = 6,
+    max_passes: int = 20,
+    tol: float = 1e-7,
+) -> np.ndarray:
+    """Improve ``labels`` by swaps (and, for flexible sizes, moves); returns new labels whose
+    sizes ``sizes`` still admits."""
+    n_batches = sizes.n_batches
+    if n_batches < 2:
+        return labels
+    X = np.ascontiguousarray(features, dtype=np.float64)
+    counts = np.bincount(labels, minlength=n_batches).astype(np.int64)
+    capacity = int(max(counts.max(), sizes.max_size))
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slots = np.full((n_batches, capacity), -1, dtype=np.int64)
+    slots[labels[order], np.arange(labels.size) - starts[labels[order]]] = order
+    sums = np.zeros((n_batches, X.shape[1]))
+    np.add.at(sums, labels, X)
+    pairs = neighbour_pairs(sums / counts[:, None], n_neighbors)
+    flexible = not sizes.is_exact
+    _passes(X, slots, counts, sums, pairs, sizes.planned.astype(np.float64), sizes.min_size, sizes.max_size,
+            0.0 if not flexible else float(sizes.deviation_cost), flexible, max_passes, tol)
+    new_labels = np.empty_like(labels)
+    for b in range(n_batches):
+        new_labels[slots[b, : counts[b]]] = b
+    return new_labels
