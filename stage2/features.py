@@ -2,9 +2,9 @@
 
 - Course vectors: a student's 0/1 vector over courses (sparse CSR), the space in which
   ``course_sse`` is measured.
-- Soft-rule features: for each soft ``homogeneous``/``no_mix`` rule a one-hot (multi-hot for
-  list fields) of the rule's field, for each ``max_variance`` rule the z-scored field, each
-  scaled by ``sqrt(weight * soft_rule_scale)``, so that the k-means cost on the stacked
+- Soft-rule features (:class:`SoftRuleFeatures`): for each soft ``homogeneous``/``no_mix``
+  rule a one-hot (multi-hot for list fields) of the rule's field, for each ``max_variance``
+  rule the z-scored field, each scaled by ``sqrt(weight * soft_rule_scale)``, so that the k-means cost on the stacked
   features is ``course_sse + Σ_rules weight * soft_rule_scale * SS_rule``.
 """
 
@@ -63,28 +63,50 @@ def _category_codes(values: pd.Series) -> sp.csr_matrix:
     return onehot
 
 
-def soft_rule_features(
-    students: pd.DataFrame, rules: Sequence[ConstraintRule], soft_rule_scale: float
-) -> sp.csr_matrix | None:
-    """Scaled features of the soft rules that shape batches (course-scoped rules are only
-    checked afterwards). ``students`` is one group's rows; returns ``None`` without rules."""
-    blocks = []
-    frame = students.reset_index(drop=True)
-    for rule in rules:
-        if rule.is_hard or rule.weight == 0 or rule.entity_type == "COURSE":
-            continue
-        scale = np.sqrt(rule.weight * soft_rule_scale)
-        if rule.rule_type in ("homogeneous", "no_mix"):
-            blocks.append(_category_codes(frame[rule.field_name]) * scale)
-        elif rule.rule_type == "max_variance":
-            numeric = pd.to_numeric(frame[rule.field_name], errors="coerce").to_numpy(dtype=float)
-            mean = np.nanmean(numeric) if np.isfinite(numeric).any() else 0.0
-            std = np.nanstd(numeric) if np.isfinite(numeric).any() else 0.0
-            z = np.where(np.isfinite(numeric), (numeric - mean) / std if std > 0 else 0.0, 0.0)
-            blocks.append(sp.csr_matrix(z.reshape(-1, 1).astype(np.float32) * scale))
-    if not blocks:
-        return None
-    return sp.hstack(blocks, format="csr")
+class SoftRuleFeatures:
+    """Scaled features of the soft rules that shape batches, for one group at a time.
+
+    Encodings are computed once over all active students (``students``, the row order every
+    group's ``index`` refers to) and sliced per group; ``max_variance`` fields are z-scored
+    within the group, since the rule compares a batch with its group. Course-scoped rules
+    are only checked afterwards and add no features.
+    """
+
+    def __init__(self, students: pd.DataFrame, soft_rule_scale: float) -> None:
+        self.students = students.reset_index(drop=True)
+        self.soft_rule_scale = soft_rule_scale
+        self._onehot: dict[str, sp.csr_matrix] = {}
+        self._numeric: dict[str, np.ndarray] = {}
+
+    def onehot(self, field_name: str) -> sp.csr_matrix:
+        if field_name not in self._onehot:
+            self._onehot[field_name] = _category_codes(self.students[field_name])
+        return self._onehot[field_name]
+
+    def numeric(self, field_name: str) -> np.ndarray:
+        if field_name not in self._numeric:
+            values = pd.to_numeric(self.students[field_name], errors="coerce")
+            self._numeric[field_name] = values.to_numpy(dtype=float, na_value=np.nan)
+        return self._numeric[field_name]
+
+    def for_group(self, index: np.ndarray, rules: Sequence[ConstraintRule]) -> sp.csr_matrix | None:
+        blocks = []
+        for rule in rules:
+            if rule.is_hard or rule.weight == 0 or rule.entity_type == "COURSE":
+                continue
+            scale = np.sqrt(rule.weight * self.soft_rule_scale)
+            if rule.rule_type in ("homogeneous", "no_mix"):
+                blocks.append(self.onehot(rule.field_name)[index] * scale)
+            elif rule.rule_type == "max_variance":
+                values = self.numeric(rule.field_name)[index]
+                finite = np.isfinite(values)
+                z = np.zeros(values.size)
+                if finite.any() and np.nanstd(values) > 0:
+                    z[finite] = (values[finite] - np.nanmean(values)) / np.nanstd(values)
+                blocks.append(sp.csr_matrix(z.reshape(-1, 1) * scale))
+        if not blocks:
+            return None
+        return sp.hstack(blocks, format="csr")
 
 
 def group_features(

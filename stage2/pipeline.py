@@ -11,7 +11,6 @@ Callable from Python without Hydra::
 from __future__ import annotations
 
 import logging
-import math
 import resource
 import time
 from collections.abc import Iterator, Sequence
@@ -27,13 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from stage2 import __version__
 from stage2.allocation import Allocation, allocate_rooms, home_rooms
-from stage2.clustering import BatchingProblem, make_batcher
-from stage2.clustering.assignment import SizeModel
+from stage2.clustering.groups import cluster_groups
 from stage2.config import BatchingSettings, build_settings, register_configs, register_resolvers
 from stage2.contract import InstitutionData, load_institution, validate_output_tables
 from stage2.contract.invariants import check_invariants
 from stage2.enrollment import build_batch_course_enrollment
-from stage2.features import course_matrix, group_features, soft_rule_features
 from stage2.membership import build_batches, build_membership
 from stage2.metrics import QualityReport, compute_quality
 from stage2.outputs import (
@@ -43,7 +40,7 @@ from stage2.outputs import (
     write_json,
     write_tables_atomically,
 )
-from stage2.sizing import STATUS_OK, BatchPlan, GroupPlan, plan_batches
+from stage2.sizing import BatchPlan, plan_batches
 from stage2.tracking import tracking_run
 
 log = logging.getLogger("stage2")
@@ -72,17 +69,6 @@ class BatchingResult:
     @property
     def metrics(self) -> dict[str, Any]:
         return self.quality.metrics
-
-
-@dataclass(frozen=True)
-class Clustering:
-    """Result of the clustering stage for all groups."""
-
-    #: global batch index of each active student (batches ordered by group, then by their
-    #: first student's position)
-    batch_of_student: np.ndarray
-    #: group index of each batch
-    batch_group: np.ndarray
 
 
 def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
@@ -119,49 +105,6 @@ class StageTimer:
 def peak_memory_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def cluster_groups(
-    data: InstitutionData,
-    active: pd.DataFrame,
-    plan: BatchPlan,
-    settings: BatchingSettings,
-    algorithm: dict[str, Any],
-) -> Clustering:
-    """Run the configured algorithm on every group that needs more than one batch."""
-    batcher = make_batcher(algorithm)
-    courses = course_matrix(active["student_id"], data.active_enrollments).matrix
-    batch_of_student = np.empty(len(active), dtype=np.int64)
-    batch_group: list[int] = []
-    for group in plan.groups:
-        index = group.student_index
-        if group.n_batches == 1:
-            labels = np.zeros(index.size, dtype=np.int64)
-        else:
-            program_id = group.key[plan.key_fields.index("program_id")] if "program_id" in plan.key_fields else None
-            rules = settings.rules_for_program(program_id)
-            soft = soft_rule_features(active.iloc[index], rules, settings.soft_rule_scale)
-            features = group_features(courses[index], soft)
-            problem = BatchingProblem(features, size_model(group, settings), seed=settings.seed + group.group_index)
-            labels = batcher.fit_predict(problem)
-            if not problem.sizes.admits(np.bincount(labels, minlength=group.n_batches)):
-                raise RuntimeError(f"{batcher!r} returned inadmissible batch sizes for group {plan.label(group)}")
-        # number the group's batches by their first student's position: stable ids
-        first = np.full(group.n_batches, np.iinfo(np.int64).max)
-        np.minimum.at(first, labels, np.arange(index.size))
-        rank = np.empty(group.n_batches, dtype=np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(group.n_batches)
-        batch_of_student[index] = len(batch_group) + rank[labels]
-        batch_group.extend([group.group_index] * group.n_batches)
-    return Clustering(batch_of_student, np.asarray(batch_group, dtype=np.int64))
-
-
-def size_model(group: GroupPlan, settings: BatchingSettings) -> SizeModel:
-    """Flexible sizes within the group's bounds, priced by the weights; exact planned sizes
-    for groups whose sizes are already forced (undersized, no feasible count)."""
-    if group.status != STATUS_OK or math.isinf(settings.deviation_cost):
-        return SizeModel.exact(group.batch_sizes)
-    return SizeModel(group.batch_sizes, group.bounds.min, group.bounds.max, settings.deviation_cost)
 
 
 def shift_preference_counts(active: pd.DataFrame, batch_of_student: np.ndarray, n_batches: int,
@@ -290,7 +233,8 @@ def _run(cfg: DictConfig, out: Path) -> BatchingResult:
                      group.n_batches, group.status)
 
         with timer.stage("clustering"):
-            clustering = cluster_groups(data, active, plan, settings, resolved["algorithm"])
+            clustering = cluster_groups(active, data.active_enrollments, plan, settings, resolved["algorithm"],
+                                        n_jobs=resolved["n_jobs"])
 
         with timer.stage("allocation"):
             n_batches = int(clustering.batch_group.size)

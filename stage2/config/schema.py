@@ -179,6 +179,8 @@ class Stage2Config:
     as_of: Optional[str] = None
     #: where the CSVs and reports go; ``None``: Hydra's run directory (or the cwd)
     output_dir: Optional[str] = None
+    #: worker processes for clustering independent groups (-1: every core); large runs only
+    n_jobs: int = -1
 
 
 ALGORITHM_SCHEMAS: dict[str, type[AlgorithmConfig]] = {

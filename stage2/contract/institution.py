@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+
+from stage2.contract.csvio import string_isin
 
 
 @dataclass
@@ -23,6 +26,7 @@ class InstitutionData:
       ``preferred_shift_raw``.
 
     ``students`` holds *all* rows, active or not; ``active_students`` only those batched.
+    The active views are computed once and cached: treat the frames as read-only.
     ``enrollments`` always has one row per (student, course), whether the input came as
     ``student_course_enrollment.csv`` or as the ``enrolled_courses`` list column.
     """
@@ -46,7 +50,7 @@ class InstitutionData:
     #: non-fatal findings (e.g. ignored rows), as human-readable strings
     warnings: list[str] = field(default_factory=list)
 
-    @property
+    @cached_property
     def active_students(self) -> pd.DataFrame:
         return self.students.loc[self.students["is_active"]].reset_index(drop=True)
 
@@ -54,9 +58,8 @@ class InstitutionData:
     def n_inactive(self) -> int:
         return int((~self.students["is_active"]).sum())
 
-    @property
+    @cached_property
     def active_enrollments(self) -> pd.DataFrame:
         active_ids = self.students.loc[self.students["is_active"], "student_id"]
-        return self.enrollments.loc[self.enrollments["student_id"].isin(active_ids)].reset_index(
-            drop=True
-        )
+        keep = string_isin(self.enrollments["student_id"], active_ids)
+        return self.enrollments.loc[keep].reset_index(drop=True)

@@ -1,0 +1,95 @@
+"""Clustering stage: run the configured algorithm on every mixable group.
+
+Groups are independent, so with ``n_jobs != 1`` and enough students they are spread over
+worker processes (joblib). Each group's seed is ``seed + group index``, so the result does
+not depend on how groups are scheduled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+
+from stage2.clustering import Batcher, BatchingProblem, make_batcher
+from stage2.clustering.assignment import SizeModel
+from stage2.config.settings import BatchingSettings
+from stage2.features import SoftRuleFeatures, course_matrix, group_features
+from stage2.sizing import STATUS_OK, BatchPlan, GroupPlan
+
+#: below this many students, starting worker processes costs more than it saves
+PARALLEL_MIN_STUDENTS = 20_000
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """Result of the clustering stage for all groups."""
+
+    #: global batch index of each active student (batches ordered by group, then by their
+    #: first student's position)
+    batch_of_student: np.ndarray
+    #: group index of each batch
+    batch_group: np.ndarray
+
+
+def size_model(group: GroupPlan, settings: BatchingSettings) -> SizeModel:
+    """Flexible sizes within the group's bounds, priced by the weights; exact planned sizes
+    for groups whose sizes are already forced (undersized, no feasible count)."""
+    if group.status != STATUS_OK or math.isinf(settings.deviation_cost):
+        return SizeModel.exact(group.batch_sizes)
+    return SizeModel(group.batch_sizes, group.bounds.min, group.bounds.max, settings.deviation_cost)
+
+
+def _fit(batcher: Batcher, problem: BatchingProblem) -> np.ndarray:
+    labels = batcher.fit_predict(problem)
+    if not problem.sizes.admits(np.bincount(labels, minlength=problem.n_batches)):
+        raise RuntimeError(f"{batcher!r} returned inadmissible batch sizes")
+    return labels
+
+
+def cluster_groups(
+    active: pd.DataFrame,
+    enrollments: pd.DataFrame,
+    plan: BatchPlan,
+    settings: BatchingSettings,
+    algorithm: dict[str, Any],
+    *,
+    n_jobs: int = 1,
+) -> Clustering:
+    """Label every active student with a global batch index."""
+    batcher = make_batcher(algorithm)
+    courses = course_matrix(active["student_id"], enrollments).matrix
+    soft_features = SoftRuleFeatures(active, settings.soft_rule_scale)
+    to_cluster = [g for g in plan.groups if g.n_batches > 1]
+
+    def problems() -> Iterator[BatchingProblem]:
+        for group in to_cluster:
+            program_id = group.key[plan.key_fields.index("program_id")] if "program_id" in plan.key_fields else None
+            index = group.student_index
+            features = group_features(courses[index], soft_features.for_group(index, settings.rules_for_program(program_id)))
+            yield BatchingProblem(features, size_model(group, settings), seed=settings.seed + group.group_index)
+
+    parallel = n_jobs != 1 and len(to_cluster) > 1 and len(active) >= PARALLEL_MIN_STUDENTS
+    if parallel:
+        results = Parallel(n_jobs=n_jobs, batch_size="auto")(delayed(_fit)(batcher, p) for p in problems())
+    else:
+        results = [_fit(batcher, p) for p in problems()]
+    labels_of = {g.group_index: labels for g, labels in zip(to_cluster, results)}
+
+    batch_of_student = np.empty(len(active), dtype=np.int64)
+    batch_group: list[int] = []
+    for group in plan.groups:
+        labels = labels_of.get(group.group_index, np.zeros(group.n_students, dtype=np.int64))
+        # number the group's batches by their first student's position: stable ids
+        first = np.full(group.n_batches, np.iinfo(np.int64).max)
+        np.minimum.at(first, labels, np.arange(group.n_students))
+        rank = np.empty(group.n_batches, dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(group.n_batches)
+        batch_of_student[group.student_index] = len(batch_group) + rank[labels]
+        batch_group.extend([group.group_index] * group.n_batches)
+    return Clustering(batch_of_student, np.asarray(batch_group, dtype=np.int64))
