@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from stage2.config.settings import ConstraintRule
+from stage2.contract.csvio import string_positions
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,11 @@ class CourseMatrix:
 def course_matrix(student_ids: pd.Series, enrollments: pd.DataFrame) -> CourseMatrix:
     """Build the student × course 0/1 matrix; enrollments of unknown students are ignored."""
     course_codes, course_ids = pd.factorize(enrollments["course_id"], sort=True)
-    row_of = pd.Index(student_ids.astype(str))
-    rows = row_of.get_indexer(enrollments["student_id"].astype(str))
+    rows = string_positions(enrollments["student_id"], student_ids)
     keep = rows >= 0
     matrix = sp.csr_matrix(
         (np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], course_codes[keep])),
-        shape=(len(row_of), len(course_ids)),
+        shape=(len(student_ids), len(course_ids)),
     )
     matrix.sum_duplicates()
     matrix.data[:] = 1.0

@@ -10,7 +10,7 @@ import pandas as pd
 
 from stage2.allocation import Allocation
 from stage2.contract.schemas import MEMBERSHIP_COLUMNS, STUDENT_BATCHES_COLUMNS
-from stage2.identifiers import batch_id, code_fragment, membership_id
+from stage2.identifiers import batch_id, code_fragment, stable_uuids
 from stage2.sizing import NOT_APPLICABLE, BatchPlan
 
 MEMBERSHIP_STATUS = "ACTIVE"
@@ -116,7 +116,7 @@ def build_membership(
     student_ids = picked["student_id"].astype(str).to_numpy()
     frame = pd.DataFrame(
         {
-            "membership_id": [membership_id(b, s) for b, s in zip(batch_ids, student_ids)],
+            "membership_id": stable_uuids("membership", batch_ids, student_ids),
             "batch_id": batch_ids,
             "student_id": student_ids,
             "student_name": picked["student_name"].to_numpy() if "student_name" in picked.columns else None,

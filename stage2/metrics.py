@@ -23,6 +23,7 @@ import pandas as pd
 from sklearn.metrics import silhouette_score
 
 from stage2.config.schema import ACCEPTANCE_THRESHOLDS
+from stage2.contract.csvio import string_positions
 from stage2.config.settings import BatchingSettings, ConstraintRule
 from stage2.features import course_matrix
 
@@ -139,11 +140,10 @@ def compute_quality(
     thresholds = dict(ACCEPTANCE_THRESHOLDS if thresholds is None else thresholds)
     n_batches = len(batches)
     n_students = len(membership)
-    batch_index = pd.Series(np.arange(n_batches), index=batches["batch_id"].to_numpy())
     sizes = batches["student_count"].to_numpy(dtype=np.int64)
 
     e = batch_courses["expected_students"].to_numpy(dtype=np.float64)
-    b_of_row = batch_index.reindex(batch_courses["batch_id"]).to_numpy()
+    b_of_row = string_positions(batch_courses["batch_id"], batches["batch_id"])
     enrolled = (batch_courses["enrollment_status"] == "ENROLLED").to_numpy()
     s_of_row = sizes[b_of_row].astype(np.float64)
     sse_terms = e * (1.0 - e / s_of_row)
@@ -163,9 +163,9 @@ def compute_quality(
     size_bound_violations = int((outside & ~undersized).sum())
 
     # rules
-    student_pos = pd.Index(students["student_id"].astype(str)).get_indexer(membership["student_id"].astype(str))
+    student_pos = string_positions(membership["student_id"], students["student_id"])
     students_in_order = students.iloc[student_pos].reset_index(drop=True)
-    batch_of_member = batch_index.reindex(membership["batch_id"]).to_numpy()
+    batch_of_member = string_positions(membership["batch_id"], batches["batch_id"])
     checks = check_rules(batches, students_in_order, batch_of_member, enrollments, settings)
     hard_violations = int((~checks["satisfied"] & (checks["level"] == "hard")).sum())
     satisfaction = float(checks["satisfied"].mean()) if len(checks) else 1.0

@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from stage2.contract.csvio import write_csv
+
 #: the tables Stage 3 reads, in the order they are written
 STAGE3_TABLES = ("student_batches", "batch_student_membership", "batch_course_enrollment")
 QUALITY_REPORT = "quality_report.json"
@@ -32,7 +34,7 @@ def write_tables_atomically(output_dir: Path, tables: Mapping[str, pd.DataFrame]
     written: list[Path] = []
     try:
         for name, frame in tables.items():
-            frame.to_csv(staging / f"{name}.csv", index=False)
+            write_csv(frame, staging / f"{name}.csv")
         for name in tables:
             target = output_dir / f"{name}.csv"
             os.replace(staging / f"{name}.csv", target)

@@ -61,6 +61,17 @@ def assert_contract_invariants(out, input_dir):
     assert batches["batch_id"].is_unique and members["membership_id"].is_unique and courses["enrollment_id"].is_unique
     assert not batches.duplicated(["tenant_id", "batch_code"]).any()
     assert set(courses["enrollment_status"]) <= {"ENROLLED", "PARTIAL"}
+    # expected_students: members of the batch enrolled in the course, recounted with pandas
+    enrollment_file = input_dir / "student_course_enrollment.csv"
+    if enrollment_file.exists():
+        demand = pd.read_csv(enrollment_file, dtype=str, keep_default_na=False, sep=None, engine="python",
+                             encoding="utf-8-sig")[["student_id", "course_id"]].drop_duplicates()
+        recount = demand.merge(members[["student_id", "batch_id"]], on="student_id").groupby(["batch_id", "course_id"]).size()
+        got = courses.set_index(["batch_id", "course_id"])["expected_students"].astype(int)
+        assert recount.sort_index().to_dict() == got.sort_index().to_dict()
+        share = got / batches.set_index("batch_id")["student_count"].astype(int).reindex(got.index.get_level_values(0)).to_numpy()
+        enrolled = courses.set_index(["batch_id", "course_id"])["enrollment_status"] == "ENROLLED"
+        assert ((share >= 0.5) == enrolled).all()
     return tables
 
 

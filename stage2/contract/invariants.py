@@ -70,15 +70,19 @@ def invariant_failures(
     if too_small.fillna(True).any():
         failures.append(f"batches larger than their room: {named(placed.loc[too_small.fillna(True), 'batch_code'])}")
 
-    # course enrollment counts
-    pairs = active_enrollments[["student_id", "course_id"]].astype(str).merge(
-        membership[["student_id", "batch_id"]].astype(str), on="student_id"
-    )
-    expected = pairs.groupby(["batch_id", "course_id"]).size()
-    got = batch_courses.set_index(["batch_id", "course_id"])["expected_students"]
-    joined = pd.concat([expected.rename("expected"), got.rename("got")], axis=1).fillna(0)
-    bad = joined.index[joined["expected"].to_numpy() != joined["got"].to_numpy()]
-    if len(bad):
+    # course enrollment counts, recounted from the membership and the input enrollments
+    from stage2.enrollment import count_batch_courses
+
+    recount = count_batch_courses(batches["batch_id"], membership, active_enrollments)
+    expected = pd.Series(recount["expected_students"].to_numpy(),
+                         index=pd.MultiIndex.from_arrays([batches["batch_id"].to_numpy()[recount["batch_position"]],
+                                                          recount["course_id"].astype(str)]))
+    got = pd.Series(batch_courses["expected_students"].to_numpy(),
+                    index=pd.MultiIndex.from_arrays([batch_courses["batch_id"].to_numpy(),
+                                                     batch_courses["course_id"].astype(str).to_numpy()]))
+    if len(expected) != len(got) or not expected.sort_index().equals(got.sort_index()):
+        joined = pd.concat([expected.rename("expected"), got.rename("got")], axis=1).fillna(0)
+        bad = joined.index[joined["expected"].to_numpy() != joined["got"].to_numpy()]
         failures.append(f"batch_course_enrollment.expected_students disagrees with the members for {named(bad)}")
     return failures
 

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
+from stage2.contract.csvio import write_csv
 from stage2.synth import catalog as cat
 
 #: contract tables, in the order they are generated and written
@@ -50,7 +50,6 @@ GROUPINGS = ("many", "one")
 DELIMITERS = (",", ";", "\t", "|")
 ENROLLMENT_FORMATS = ("table", "list_column")
 LIST_COLUMNS = ("preferred_languages", "enrolled_courses")
-UTF8_BOM = b"\xef\xbb\xbf"
 
 MAX_TERM_SEMESTERS = 4  # odd semesters 1, 3, 5, 7 of a 4-year programme
 ELECTIVE = "ELECTIVE"
@@ -711,7 +710,7 @@ def write_institution(
         frame = tables[name]
         if list_sep != ";":
             frame = _replace_list_separator(frame, list_sep)
-        _write_csv(frame, out / f"{name}.csv", delimiter, bom)
+        write_csv(frame, out / f"{name}.csv", delimiter=delimiter, bom=bom)
     return out
 
 
@@ -743,52 +742,3 @@ def _replace_list_separator(frame: pd.DataFrame, sep: str) -> pd.DataFrame:
     return frame
 
 
-def _text_array(values: pd.Series) -> pa.Array:
-    """The column as arrow strings, formatted as written (nulls stay null)."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        codes = values.cat.codes.to_numpy()
-        dictionary = _text_array(pd.Series(values.cat.categories))
-        return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), dictionary)
-    arr = pa.array(values, from_pandas=True)
-    if pa.types.is_boolean(arr.type):
-        return pc.if_else(arr, "true", "false")
-    if pa.types.is_floating(arr.type):  # shortest repr that round-trips: 7.83, 8.0
-        return pa.array([None if v is None else repr(v) for v in arr.to_pylist()], pa.string())
-    if pa.types.is_null(arr.type):
-        return pa.nulls(len(arr), pa.string())
-    return pc.cast(arr, pa.string())
-
-
-def _needs_quoting(arr: pa.Array, delimiter: str) -> bool:
-    if isinstance(arr, pa.DictionaryArray):
-        arr = arr.dictionary
-    pattern = "[" + re.escape(delimiter) + '"\r\n]'
-    return bool(pc.any(pc.match_substring_regex(arr, pattern)).as_py())
-
-
-def _write_csv(frame: pd.DataFrame, path: Path, delimiter: str, bom: bool) -> None:
-    """Write a frame as CSV, quoting only fields that need it.
-
-    Fast path: arrow's writer, when no field needs quoting. Otherwise pandas (csv quoting).
-    Both write the same text columns, so the bytes do not depend on the path taken.
-    """
-    names = [str(c) for c in frame.columns]
-    columns = [_text_array(frame[c]) for c in frame.columns]
-    table = pa.table(columns, names=names)
-    header = pa.array(names, pa.string())
-    if _needs_quoting(header, delimiter) or any(_needs_quoting(c, delimiter) for c in columns):
-        table.to_pandas().to_csv(
-            path, sep=delimiter, index=False, lineterminator="\n",
-            encoding="utf-8-sig" if bom else "utf-8",
-        )
-        return
-    with open(path, "wb") as f:
-        if bom:
-            f.write(UTF8_BOM)
-        f.write((delimiter.join(names) + "\n").encode("utf-8"))
-        if len(table):
-            pacsv.write_csv(
-                table, f,
-                pacsv.WriteOptions(include_header=False, delimiter=delimiter,
-                                   quoting_style="none"),
-            )

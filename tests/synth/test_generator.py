@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from stage2.synth import TABLES, make_institution, write_institution
-from stage2.synth import generator
+from stage2.contract import csvio
 from stage2.synth.__main__ import main as cli_main
 
 N = 2000
@@ -90,7 +90,7 @@ def test_same_seed_gives_identical_bytes_in_every_format(tmp_path):
 
 def test_fast_and_quoting_writers_give_the_same_bytes(tables, tmp_path, monkeypatch):
     fast = file_bytes(write_institution(tmp_path / "fast", tables))
-    monkeypatch.setattr(generator, "_needs_quoting", lambda arr, delimiter: True)
+    monkeypatch.setattr(csvio, "_needs_quoting", lambda arr, delimiter: True)
     quoting = file_bytes(write_institution(tmp_path / "pandas", tables))
     assert fast == quoting
 
