@@ -7,28 +7,29 @@ solver places as many batches as possible, then maximises
     score(batch, slot) = shift_preference_weight × share of members preferring the slot's shift
                          + size / capacity  (seat utilisation)
 
-Exact (``scipy.optimize.linear_sum_assignment`` on batches × slots, with one "unplaced" column
-per batch) when there are at most ``exact_max_pairs`` pairs; otherwise a greedy best fit:
-largest batches first, each into the free room of its most preferred shift with the smallest
-sufficient capacity.
+Rooms of equal capacity are interchangeable within a shift, so slots are aggregated into
+(shift, capacity) classes and the assignment is solved exactly as a min-cost flow
+(batch → class → sink, an "unplaced" arc per batch priced above any placement) — exact at every
+scale, with arcs ≈ batches × classes rather than batches × slots. Each class's rooms then go to
+its batches in room-id order.
 """
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
+from ortools.graph.python import min_cost_flow
 
 from stage2.config.settings import BatchingSettings
 from stage2.errors import InfeasibleError
 
-#: reward for placing a batch at all; exceeds any achievable preference + utilisation score
-PLACEMENT_REWARD = 1_000.0
-#: cost of a forbidden (batch, slot) pair in the exact solver
-FORBIDDEN_COST = 1e9
+#: extra cost of leaving a batch unplaced: exceeds any score difference, so the flow places
+#: as many batches as capacities allow before it optimises scores
+UNPLACED_PENALTY = 1_000.0
+#: scores are rounded to integers after multiplying by this (the flow solver is integral)
+ALLOCATION_COST_SCALE = 1_000_000
 
 
 @dataclass
@@ -68,7 +69,6 @@ def allocate_rooms(
     *,
     room_types: list[str] | None = None,
     shift_preference_weight: float = 1.0,
-    exact_max_pairs: int = 4_000_000,
     batch_labels: list[str] | None = None,
 ) -> Allocation:
     """Allocate slots to batches.
@@ -88,12 +88,8 @@ def allocate_rooms(
 
     if n_batches == 0:
         return Allocation([], [], np.zeros(0, np.int64), "none")
-    if n_slots and n_batches * (n_slots + n_batches) <= exact_max_pairs:
-        chosen = _allocate_exact(batch_sizes, shift_preferences, capacities, usable, slot_room, slot_shift, shift_preference_weight)
-        method = "exact"
-    else:
-        chosen = _allocate_greedy(batch_sizes, shift_preferences, capacities, usable, len(shift_ids))
-        method = "greedy"
+    chosen = _allocate_flow(batch_sizes, shift_preferences, capacities, usable, len(shift_ids), shift_preference_weight)
+    method = "min_cost_flow"
 
     room_id: list[str | None] = []
     shift_id: list[str | None] = []
@@ -124,41 +120,48 @@ def allocate_rooms(
     return allocation
 
 
-def _scores(sizes: np.ndarray, prefs: np.ndarray, capacities: np.ndarray, slot_room: np.ndarray,
-            slot_shift: np.ndarray, weight: float) -> np.ndarray:
-    share = prefs[:, slot_shift] / np.maximum(sizes, 1)[:, None]
-    utilisation = sizes[:, None] / np.maximum(capacities[slot_room], 1)[None, :]
-    return weight * share + utilisation
+def _allocate_flow(sizes, prefs, capacities, usable, n_shifts, weight) -> np.ndarray:
+    """Chosen slot (room index × n_shifts + shift index) per batch, -1 when unplaced."""
+    n_batches = sizes.size
+    if capacities.size == 0 or n_shifts == 0:
+        return np.full(n_batches, -1, dtype=np.int64)
+    class_capacity, first_room, room_class = np.unique(capacities, return_index=True, return_inverse=True)
+    class_usable = usable[first_room]  # equal capacities have equal usable seats
+    rooms_in_class = np.bincount(room_class, minlength=class_capacity.size)
+    n_classes = class_capacity.size * n_shifts
+    class_cap = np.repeat(class_capacity, n_shifts)       # class index = capacity class × n_shifts + shift
+    class_use = np.repeat(class_usable, n_shifts)
+    class_shift = np.tile(np.arange(n_shifts), class_capacity.size)
+    class_count = np.repeat(rooms_in_class, n_shifts)
 
-
-def _allocate_exact(sizes, prefs, capacities, usable, slot_room, slot_shift, weight) -> np.ndarray:
-    n_batches, n_slots = sizes.size, slot_room.size
-    score = _scores(sizes, prefs, capacities, slot_room, slot_shift, weight)
-    feasible = sizes[:, None] <= usable[slot_room][None, :]
-    cost = np.where(feasible, -(score + PLACEMENT_REWARD), FORBIDDEN_COST)
-    # one private "unplaced" column per batch, so a complete assignment always exists
-    unplaced = np.full((n_batches, n_batches), FORBIDDEN_COST / 2)
-    np.fill_diagonal(unplaced, 0.0)
-    rows, cols = linear_sum_assignment(np.hstack([cost, unplaced]))
+    b, c = np.nonzero(sizes[:, None] <= class_use[None, :])
+    share = prefs[b, class_shift[c]] / np.maximum(sizes[b], 1)
+    score = weight * share + sizes[b] / np.maximum(class_cap[c], 1)
+    ceiling = weight + 1.0  # no score exceeds it: costs below stay non-negative
+    batch_nodes, class_nodes, sink = 0, n_batches, n_batches + n_classes
+    solver = min_cost_flow.SimpleMinCostFlow()
+    starts = np.concatenate([b, np.arange(n_batches), np.arange(n_classes) + class_nodes])
+    ends = np.concatenate([c + class_nodes, np.full(n_batches, sink), np.full(n_classes, sink)])
+    caps = np.concatenate([np.ones(b.size, np.int64), np.ones(n_batches, np.int64), class_count.astype(np.int64)])
+    costs = np.concatenate([
+        np.rint((ceiling - score) * ALLOCATION_COST_SCALE),
+        np.full(n_batches, np.rint((ceiling + UNPLACED_PENALTY) * ALLOCATION_COST_SCALE)),
+        np.zeros(n_classes),
+    ]).astype(np.int64)
+    arcs = solver.add_arcs_with_capacity_and_unit_cost(starts, ends, caps, costs)
+    supplies = np.concatenate([np.ones(n_batches, np.int64), np.zeros(n_classes, np.int64), [-n_batches]])
+    solver.set_nodes_supplies(np.arange(supplies.size), supplies)
+    if solver.solve() != solver.OPTIMAL:
+        raise RuntimeError("room allocation flow has no optimal solution")
+    flows = solver.flows(arcs)[: b.size]
     chosen = np.full(n_batches, -1, dtype=np.int64)
-    for b, c in zip(rows, cols):
-        if c < n_slots and feasible[b, c]:
-            chosen[b] = c
-    return chosen
-
-
-def _allocate_greedy(sizes, prefs, capacities, usable, n_shifts) -> np.ndarray:
-    # per shift: free rooms as a sorted list of (usable capacity, room index)
-    free = [sorted((int(usable[r]), r) for r in range(capacities.size)) for _ in range(n_shifts)]
-    chosen = np.full(sizes.size, -1, dtype=np.int64)
-    order = np.lexsort((np.arange(sizes.size), -sizes))
-    for b in order:
-        # shifts by members' preference, then by index (deterministic)
-        for s in np.lexsort((np.arange(n_shifts), -prefs[b])):
-            rooms_free = free[s]
-            i = bisect.bisect_left(rooms_free, (int(sizes[b]), -1))
-            if i < len(rooms_free):
-                _, room = rooms_free.pop(i)
-                chosen[b] = room * n_shifts + s
-                break
+    picked = flows > 0
+    batch_class = np.full(n_batches, -1, dtype=np.int64)
+    batch_class[b[picked]] = c[picked]
+    # concrete rooms: within a class, batches in index order take rooms in room order
+    rooms_by_class = [np.flatnonzero(room_class == k) for k in range(class_capacity.size)]
+    for k in range(n_classes):
+        members = np.flatnonzero(batch_class == k)
+        rooms = rooms_by_class[k // n_shifts][: members.size]
+        chosen[members] = rooms * n_shifts + class_shift[k]
     return chosen

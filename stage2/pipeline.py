@@ -248,7 +248,6 @@ def _run(cfg: DictConfig, out: Path) -> BatchingResult:
                     data.shifts,
                     settings,
                     shift_preference_weight=resolved["resources"]["shift_preference_weight"],
-                    exact_max_pairs=resolved["resources"]["exact_max_pairs"],
                 )
             else:
                 allocation = Allocation([None] * n_batches, [None] * n_batches, np.zeros(n_batches, np.int64), "off")

@@ -35,15 +35,13 @@ def _check(allocation, sizes, rooms):
             assert cap[r] >= sizes[b] and allocation.capacity[b] == cap[r]
 
 
-@pytest.mark.parametrize("exact_max_pairs", [10**9, 0])
-def test_allocation_respects_capacity_and_slots(settings, exact_max_pairs):
+def test_allocation_respects_capacity_and_slots(settings):
     sizes = np.array([50, 40, 35, 30, 20])
     prefs = np.array([[50, 0], [0, 40], [35, 0], [10, 20], [0, 0]])
     rooms = rooms_frame([60, 40, 36])
-    allocation = allocate_rooms(sizes, prefs, rooms, SHIFTS, settings, exact_max_pairs=exact_max_pairs)
+    allocation = allocate_rooms(sizes, prefs, rooms, SHIFTS, settings)
     _check(allocation, sizes, rooms)
     assert allocation.placed.all()
-    assert allocation.method == ("exact" if exact_max_pairs else "greedy")
     assert allocation.shift_id[0] == "M" and allocation.shift_id[1] == "A"
 
 
@@ -63,6 +61,34 @@ def test_exact_allocation_is_optimal_on_a_small_case(settings):
     best = max(score(c) for c in feasible)
     got = [(int(r[1:]), ["M", "A"].index(s)) for r, s in zip(allocation.room_id, allocation.shift_id)]
     assert score(got) == pytest.approx(best)
+
+
+def test_flow_allocation_matches_the_hungarian_optimum_on_random_cases(settings):
+    """Aggregating equal-capacity rooms loses nothing: the optimum equals a dense assignment."""
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        n_batches = int(rng.integers(3, 12))
+        sizes = rng.integers(15, 61, n_batches)
+        prefs = np.stack([rng.integers(0, s + 1, 2) for s in sizes])
+        prefs = np.minimum(prefs, sizes[:, None])
+        rooms = rooms_frame(rng.choice([30, 40, 50, 60], size=int(rng.integers(2, 8))))
+        allocation = allocate_rooms(sizes, prefs, rooms, SHIFTS, settings)
+        _check(allocation, sizes, rooms)
+        cap = rooms["capacity"].to_numpy()
+        slots = [(r, s) for r in range(len(cap)) for s in range(2)]
+        score = np.full((n_batches, len(slots) + n_batches), 0.0)
+        for b in range(n_batches):
+            for k, (r, s) in enumerate(slots):
+                score[b, k] = 1000 + prefs[b, s] / sizes[b] + sizes[b] / cap[r] if cap[r] >= sizes[b] else -1e9
+        rows, cols = linear_sum_assignment(-score)
+        best = sum(score[r, c] for r, c in zip(rows, cols) if score[r, c] > 0)
+        got = 0.0
+        for b, (room, shift) in enumerate(zip(allocation.room_id, allocation.shift_id)):
+            if room is not None:
+                got += 1000 + prefs[b, ["M", "A"].index(shift)] / sizes[b] + sizes[b] / cap[int(room[1:])]
+        assert got == pytest.approx(best, abs=1e-4)
 
 
 def test_too_few_rooms_reports_unplaced_and_strict_fails(settings, compose_config):

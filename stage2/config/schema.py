@@ -120,9 +120,6 @@ class ResourcesConfig:
     room_types: Optional[list[str]] = None
     #: weight of shift-preference satisfaction against seat utilisation in the allocation
     shift_preference_weight: float = 1.0
-    #: above this many (batch, slot) pairs the allocation switches from the exact
-    #: assignment solver to the greedy best-fit heuristic
-    exact_max_pairs: int = 4_000_000
 
 
 @dataclass
