@@ -148,6 +148,18 @@ class MetricsConfig:
 
 
 @dataclass
+class ReportConfig:
+    """What a run leaves for people to read, besides the CSVs and ``quality_report.json``."""
+
+    #: execute notebooks/audit_report.ipynb into the run directory and export it to HTML
+    notebook: bool = True
+    #: any of console, txt, html, csv (json is always written: it is the run's record)
+    formats: list[str] = field(default_factory=lambda: ["console", "txt", "html", "csv"])
+    #: seconds a notebook cell may run
+    notebook_timeout_s: int = 600
+
+
+@dataclass
 class InstitutionConfig:
     """Who the run is for; set by ``+institution=NAME``."""
 
@@ -168,6 +180,7 @@ class Stage2Config:
     enrollment: EnrollmentConfig = field(default_factory=EnrollmentConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     institution: Optional[InstitutionConfig] = None
     seed: int = 0
     #: turn warnings (undersized group, unplaced batch, ...) into errors
