@@ -7,6 +7,7 @@ interrupted (``stage2.errors.EXIT_CODES``). A failed run writes no Stage 3 CSV.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import hydra
@@ -21,6 +22,11 @@ register_configs()
 register_resolvers()
 
 
+def _interrupt_on_sigterm(signum, frame) -> None:
+    """Treat SIGTERM like Ctrl-C: unwind, remove partial outputs, record the interruption."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def run(cfg: DictConfig) -> float | None:
     """Run one job; return its academic coherence (the scalar sweepers optimise).
@@ -30,14 +36,21 @@ def run(cfg: DictConfig) -> float | None:
     """
     from stage2.pipeline import process_student_batching
 
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         result = process_student_batching(cfg)
     except Stage2Error as exc:
         log.error("%s", exc)
         print(f"stage2: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: say so plainly; the traceback goes to the log only
+        logging.getLogger("stage2").error("internal error", exc_info=True)
+        print(f"stage2: internal error ({type(exc).__name__}: {exc}); the traceback is in the run's "
+              "stage2.log — please report it", file=sys.stderr)
+        sys.exit(EXIT_CODES["internal"])
     except KeyboardInterrupt:
-        print("stage2: interrupted; no output CSV was written", file=sys.stderr)
+        print("stage2: interrupted; no output CSV was written (resume=true continues from the last "
+              "checkpoint)", file=sys.stderr)
         sys.exit(EXIT_CODES["interrupted"])
     return result.metrics.get("academic_coherence")
 

@@ -55,6 +55,9 @@ ERROR_CODES: dict[str, str] = {
     "CONVERGENCE_FAILURE": "raise the iteration limit or change the algorithm",
     "INSUFFICIENT_FACULTY": "add faculty for the named courses",
     "SCHEDULING_CONFLICT": "resolve the conflicting assignments",
+    # reporting (the audit notebook on a finished run)
+    "AUDIT_FAILED": "open the partially executed notebook named in the message; if an integrity check "
+                    "failed, the run's files were changed after the run (rerun stage2) or stage2 has a bug (report it)",
 }
 
 

@@ -16,16 +16,52 @@ import pandas as pd
 
 from stage2.contract.csvio import write_csv
 
+#: free-text columns that a spreadsheet would evaluate if they began with a formula
+#: character; identifiers are written exactly (Stage 3 joins on them) and flagged instead
+TEXT_COLUMNS = ("batch_name", "student_name", "course_name")
+#: leading characters that make a spreadsheet cell a formula (OWASP CSV injection)
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 #: the tables Stage 3 reads, in the order they are written
 STAGE3_TABLES = ("student_batches", "batch_student_membership", "batch_course_enrollment")
 QUALITY_REPORT = "quality_report.json"
+#: written by a failed or interrupted run: status, error (code, where, message, fix), warnings
+ERRORS_FILE = "errors.json"
+#: written by a dry run: the plan and the room check
+VALIDATION_REPORT = "validation_report.json"
 RESOLVED_CONFIG = "resolved_config.yaml"
+
+
+def neutralise_formulas(frame: pd.DataFrame, columns=TEXT_COLUMNS) -> pd.DataFrame:
+    """Prefix ``'`` to free-text cells that begin with a formula character, so a spreadsheet
+    shows them as text instead of executing them."""
+    present = [c for c in columns if c in frame.columns]
+    if not present:
+        return frame
+    frame = frame.copy()
+    for column in present:
+        text = frame[column].astype("string")
+        risky = text.str.startswith(FORMULA_PREFIXES).fillna(False).to_numpy(dtype=bool)
+        if risky.any():
+            frame[column] = text.where(~risky, "'" + text)
+    return frame
+
+
+def formula_like_ids(frame: pd.DataFrame, columns) -> list[str]:
+    """Identifier values a spreadsheet would treat as formulas (reported, not changed)."""
+    found: list[str] = []
+    for column in columns:
+        if column in frame.columns:
+            text = frame[column].astype("string")
+            found += text[text.str.startswith(FORMULA_PREFIXES).fillna(False)].unique().tolist()[:10]
+    return found
 
 
 def write_tables_atomically(output_dir: Path, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
     """Write ``<name>.csv`` for every table, all or none.
 
-    Every file is first written completely into a staging directory next to the targets;
+    Free-text cells are neutralised against spreadsheet formula injection
+    (:func:`neutralise_formulas`). Every file is first written completely into a staging
+    directory next to the targets;
     only then are they moved into place with ``os.replace`` (atomic per file on POSIX). A
     failure while staging leaves no new CSV behind.
     """
@@ -34,7 +70,7 @@ def write_tables_atomically(output_dir: Path, tables: Mapping[str, pd.DataFrame]
     written: list[Path] = []
     try:
         for name, frame in tables.items():
-            write_csv(frame, staging / f"{name}.csv")
+            write_csv(neutralise_formulas(frame), staging / f"{name}.csv")
         for name in tables:
             target = output_dir / f"{name}.csv"
             os.replace(staging / f"{name}.csv", target)

@@ -6,6 +6,13 @@ Callable from Python without Hydra::
     from stage2 import load_config, process_student_batching
     result = process_student_batching(load_config(["algorithm=kmeans"]), output_dir="out")
     result.batches.head()
+
+Gates and modes: the configuration is checked before any data is read, and the input before
+anything else runs. ``dry_run=true`` stops after sizing and writes only
+``validation_report.json`` (the plan: groups, batches per group, room check).
+``resume=true`` reuses the checkpoints of an interrupted run in the same directory
+(:mod:`stage2.checkpoints`). A failed or interrupted run writes ``errors.json`` and no Stage 3
+CSV.
 """
 
 from __future__ import annotations
@@ -26,49 +33,58 @@ from omegaconf import DictConfig, OmegaConf
 
 from stage2 import __version__
 from stage2.allocation import Allocation, allocate_rooms, home_rooms
+from stage2.checkpoints import CheckpointStore, checkpoint_key
 from stage2.clustering.groups import cluster_groups
 from stage2.config import BatchingSettings, build_settings, register_configs, register_resolvers
-from stage2.contract import InstitutionData, load_institution, validate_output_tables
+from stage2.contract import load_institution, validate_output_tables
 from stage2.contract.invariants import check_invariants
 from stage2.enrollment import build_batch_course_enrollment
+from stage2.errors import Stage2Error
 from stage2.membership import build_batches, build_membership
 from stage2.metrics import QualityReport, compute_quality
 from stage2.outputs import (
+    ERRORS_FILE,
     QUALITY_REPORT,
     RESOLVED_CONFIG,
+    VALIDATION_REPORT,
+    formula_like_ids,
     remove_stage3_tables,
     write_json,
     write_tables_atomically,
 )
+from stage2.runlog import JSONL_FILE, audit, run_logging
 from stage2.sizing import BatchPlan, plan_batches
 from stage2.tracking import tracking_run
 
 log = logging.getLogger("stage2")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
-LOG_FILE = "stage2.log"
 #: rows of the student table logged with the MLflow dataset input (its digest covers all)
 DATASET_SAMPLE_ROWS = 1000
+BATCH_QUALITY = "batch_quality.csv"
 
 
 @dataclass
 class BatchingResult:
-    """What a run produced; the same tables are in ``output_dir`` as CSV files."""
+    """What a run produced; the same tables are in ``output_dir`` as CSV files. A dry run
+    has a plan but empty tables and no quality report."""
 
     output_dir: Path
-    batches: pd.DataFrame
-    membership: pd.DataFrame
-    batch_courses: pd.DataFrame
-    quality: QualityReport
     plan: BatchPlan
     settings: BatchingSettings
     runtimes: dict[str, float]
+    batches: pd.DataFrame = field(default_factory=pd.DataFrame)
+    membership: pd.DataFrame = field(default_factory=pd.DataFrame)
+    batch_courses: pd.DataFrame = field(default_factory=pd.DataFrame)
+    quality: QualityReport | None = None
     warnings: list[str] = field(default_factory=list)
     run_id: str | None = None
     files: list[Path] = field(default_factory=list)
+    dry_run: bool = False
+    resumed_from: str | None = None
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return self.quality.metrics
+        return self.quality.metrics if self.quality is not None else {}
 
 
 def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
@@ -85,8 +101,13 @@ def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = N
         return compose(config_name="config", overrides=list(overrides))
 
 
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 class StageTimer:
-    """Wall time per stage, in seconds."""
+    """Wall time per stage, in seconds, logged as ``stage_done`` events with peak memory."""
 
     def __init__(self) -> None:
         self.runtimes: dict[str, float] = {}
@@ -94,17 +115,11 @@ class StageTimer:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
-        log.info("stage %s ...", name)
-        try:
-            yield
-        finally:
-            self.runtimes[name] = time.perf_counter() - start
-            log.info("stage %s done in %.3f s", name, self.runtimes[name])
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        audit("stage_start", "stage %s ...", name, stage=name)
+        yield
+        self.runtimes[name] = time.perf_counter() - start
+        audit("stage_done", "stage %s done in %.3f s", name, self.runtimes[name], stage=name,
+              seconds=round(self.runtimes[name], 4), peak_memory_mb=round(peak_memory_mb(), 1))
 
 
 def shift_preference_counts(active: pd.DataFrame, batch_of_student: np.ndarray, n_batches: int,
@@ -131,28 +146,6 @@ def _resolve_output_dir(cfg: DictConfig, output_dir: str | Path | None) -> Path:
         return (Path.cwd() / "outputs" / stamp).resolve()
 
 
-@contextmanager
-def _run_log(output_dir: Path) -> Iterator[None]:
-    """Log to ``<output_dir>/stage2.log`` unless Hydra already does (it names the file after
-    ``hydra.job.name``)."""
-    target = output_dir / LOG_FILE
-    root = logging.getLogger()
-    if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == target for h in root.handlers):
-        yield
-        return
-    handler = logging.FileHandler(target)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    log.addHandler(handler)
-    previous = log.level
-    log.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(previous)
-        handler.close()
-
-
 def process_student_batching(
     cfg: DictConfig | None = None,
     *,
@@ -165,10 +158,11 @@ def process_student_batching(
     ``cfg``: a composed configuration (:func:`load_config`); ``None`` composes the default
     one with ``overrides``. ``input_dir`` replaces ``data.input_dir``. ``output_dir``
     (default: ``cfg.output_dir``, else Hydra's run directory, else ``./outputs/<time>``)
-    receives the CSVs, ``quality_report.json``, ``resolved_config.yaml`` and the log.
+    receives the CSVs, the reports, ``resolved_config.yaml`` and the logs.
 
-    Raises a :class:`~stage2.errors.Stage2Error` subclass on bad input or configuration; a
-    failed run leaves no Stage 3 CSV in ``output_dir``.
+    Raises a :class:`~stage2.errors.Stage2Error` subclass on bad input or configuration
+    (``KeyboardInterrupt`` when interrupted); a failed run leaves ``errors.json`` and no
+    Stage 3 CSV in ``output_dir``.
     """
     if cfg is None:
         cfg = load_config(overrides)
@@ -179,15 +173,33 @@ def process_student_batching(
     out = _resolve_output_dir(cfg, output_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_stage3_tables(out)
-    with _run_log(out):
+    (out / ERRORS_FILE).unlink(missing_ok=True)
+    context: dict[str, Any] = {"run_dir": str(out)}
+    with run_logging(out, context):
         try:
-            return _run(cfg, out)
-        except BaseException:
+            return _run(cfg, out, context)
+        except BaseException as exc:
             remove_stage3_tables(out)
+            _record_failure(out, exc, context)
             raise
 
 
-def _run(cfg: DictConfig, out: Path) -> BatchingResult:
+def _record_failure(out: Path, exc: BaseException, context: dict[str, Any]) -> None:
+    if isinstance(exc, Stage2Error):
+        status, error = "failed", exc.to_dict()
+    elif isinstance(exc, KeyboardInterrupt):
+        status, error = "interrupted", {"code": "INTERRUPTED", "message": "the run was interrupted",
+                                        "fix": "run again with resume=true to continue from the last checkpoint"}
+    else:
+        status, error = "failed", {"code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}",
+                                   "fix": "this is a bug in stage2; please report it"}
+    audit("run_failed", "run %s: [%s] %s", status, error.get("code"), error.get("message"), level=logging.ERROR,
+          status=status, code=error.get("code"))
+    write_json(out / ERRORS_FILE, {"status": status, "run_id": context.get("run_id"), "error": error,
+                                   "warnings": context.get("warnings", [])})
+
+
+def _run(cfg: DictConfig, out: Path, context: dict[str, Any]) -> BatchingResult:
     started = time.perf_counter()
     timer = StageTimer()
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -201,6 +213,7 @@ def _run(cfg: DictConfig, out: Path) -> BatchingResult:
         "institution": institution.get("name", "demo"),
         "algorithm": resolved["algorithm"]["name"],
         "output_dir": str(out),
+        "dry_run": resolved.get("dry_run", False),
     }
     with tracking_run(
         tracking["enabled"],
@@ -210,47 +223,66 @@ def _run(cfg: DictConfig, out: Path) -> BatchingResult:
         params=resolved,
         tags=tags,
     ) as run:
+        context["run_id"] = run.run_id
+        # gate 1: the configuration alone (its errors need no data); gate 2: the input
         with timer.stage("validation"):
-            build_settings(cfg)  # the configuration alone first: its errors need no data
+            build_settings(cfg)
             data = load_institution(input_dir)
             active = data.active_students
         run.set_tags({"input_digest": data.digest})
-        log.info("read %s: %d students (%d inactive), %d courses, %d rooms, %d shifts",
-                 input_dir, len(data.students), data.n_inactive, len(data.courses), len(data.rooms), len(data.shifts))
+        audit("input_read", "read %s: %d students (%d inactive), %d courses, %d rooms, %d shifts", input_dir,
+              len(data.students), data.n_inactive, len(data.courses), len(data.rooms), len(data.shifts),
+              input_dir=str(input_dir), digest=data.digest, n_students=len(data.students), n_inactive=data.n_inactive)
 
         with timer.stage("configuration"):
             settings = build_settings(cfg, data)
         for override in settings.overrides:
-            log.info("EAV override %s for %s %s = %r", override.parameter_code, override.entity_type,
-                     override.entity_id, override.value)
+            audit("eav_override", "EAV override %s for %s %s = %r", override.parameter_code, override.entity_type,
+                  override.entity_id, override.value, parameter_code=override.parameter_code,
+                  entity_type=override.entity_type, entity_id=override.entity_id, value=override.value)
+
+        checkpoints = CheckpointStore(out, checkpoint_key(resolved, data.digest))
+        resume = bool(resolved.get("resume", False))
+        if not resume:
+            checkpoints.clear()
+        resumed_from = None
+
+        def restored(stage: str) -> Any | None:
+            nonlocal resumed_from
+            result = checkpoints.load(stage) if resume else None
+            if result is not None:
+                resumed_from = stage
+                audit("checkpoint_restored", "stage %s restored from its checkpoint", stage, stage=stage)
+            return result
 
         rooms = home_rooms(data.rooms, resolved["resources"].get("room_types"))
-        with timer.stage("sizing"):
-            largest_room = int(rooms["capacity"].max()) if len(rooms) else None
-            plan = plan_batches(active, settings, largest_room)
+        plan = restored("sizing")
+        if plan is None:
+            with timer.stage("sizing"):
+                largest_room = int(rooms["capacity"].max()) if len(rooms) else None
+                plan = plan_batches(active, settings, largest_room)
+            checkpoints.save("sizing", plan)
         for group in plan.groups:
-            log.info("group %s: %d students -> %d batches (%s)", plan.label(group), group.n_students,
-                     group.n_batches, group.status)
+            audit("group_planned", "group %s: %d students -> %d batches of %s (%s)", plan.label(group),
+                  group.n_students, group.n_batches, group.batch_sizes.tolist(), group.status,
+                  group=plan.label(group), n_students=group.n_students, n_batches=group.n_batches,
+                  status=group.status, reason=group.reason)
 
-        with timer.stage("clustering"):
-            clustering = cluster_groups(active, data.active_enrollments, plan, settings, resolved["algorithm"],
-                                        n_jobs=resolved["n_jobs"])
+        if resolved.get("dry_run", False):
+            return _finish_dry_run(out, plan, settings, rooms, data, timer, run, context)
 
-        with timer.stage("allocation"):
-            n_batches = int(clustering.batch_group.size)
-            sizes = np.bincount(clustering.batch_of_student, minlength=n_batches)
-            allocation: Allocation
-            if resolved["resources"]["allocate_rooms"]:
-                allocation = allocate_rooms(
-                    sizes,
-                    shift_preference_counts(active, clustering.batch_of_student, n_batches, data.shifts),
-                    rooms,
-                    data.shifts,
-                    settings,
-                    shift_preference_weight=resolved["resources"]["shift_preference_weight"],
-                )
-            else:
-                allocation = Allocation([None] * n_batches, [None] * n_batches, np.zeros(n_batches, np.int64), "off")
+        clustering = restored("clustering")
+        if clustering is None:
+            with timer.stage("clustering"):
+                clustering = cluster_groups(active, data.active_enrollments, plan, settings, resolved["algorithm"],
+                                            n_jobs=resolved["n_jobs"])
+            checkpoints.save("clustering", clustering)
+
+        allocation = restored("allocation")
+        if allocation is None:
+            with timer.stage("allocation"):
+                allocation = _allocate(clustering, active, data.shifts, rooms, settings, resolved["resources"])
+            checkpoints.save("allocation", allocation)
 
         timestamp = settings.as_of
         with timer.stage("membership"):
@@ -277,47 +309,30 @@ def _run(cfg: DictConfig, out: Path) -> BatchingResult:
                              hard_rule_failures=int(quality.metrics["hard_constraint_violations"]))
             validate_output_tables(batches, membership, batch_courses)
 
+        warnings = list(data.warnings) + list(settings.warnings) + plan.warnings + allocation.warnings
+        risky = formula_like_ids(membership, ["student_id", "program_id"]) + formula_like_ids(batches, ["program_id"])
+        if risky:
+            warnings.append(f"identifiers a spreadsheet would read as formulas (kept exactly, Stage 3 joins on them): "
+                            f"{', '.join(map(repr, risky[:10]))}")
+        context["warnings"] = warnings
+
         with timer.stage("outputs"):
             files = write_tables_atomically(out, {
                 "student_batches": batches,
                 "batch_student_membership": membership,
                 "batch_course_enrollment": batch_courses,
             })
-            (out / "batch_quality.csv").write_text(quality.batch_quality.to_csv(index=False))
+            (out / BATCH_QUALITY).write_text(quality.batch_quality.to_csv(index=False))
 
-        warnings = list(data.warnings) + list(settings.warnings) + plan.warnings + allocation.warnings
         for message in warnings:
-            log.warning(message)
+            audit("warning", "%s", message, level=logging.WARNING)
         runtimes = dict(timer.runtimes)
         quality.metrics["runtime_s"] = time.perf_counter() - started
         quality.metrics["peak_memory_mb"] = peak_memory_mb()
         for stage, seconds in runtimes.items():
             quality.metrics[f"runtime_s.{stage}"] = seconds
-        report = {
-            "stage2_version": __version__,
-            "run_id": run.run_id,
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "as_of": settings.as_of.isoformat(),
-            "input_dir": str(input_dir),
-            "data_digest": data.digest,
-            "file_digests": data.file_digests,
-            "n_inactive_students": data.n_inactive,
-            "metrics": quality.metrics,
-            "thresholds": quality.thresholds,
-            "passed_thresholds": quality.passed,
-            "groups": [
-                {"key": plan.label(g), "n_students": g.n_students, "n_batches": g.n_batches,
-                 "batch_sizes": g.batch_sizes.tolist(), "bounds": [g.bounds.min, g.bounds.target, g.bounds.max],
-                 "status": g.status, "reason": g.reason}
-                for g in plan.groups
-            ],
-            "allocation": {"method": allocation.method, "unplaced_batches": int((~allocation.placed).sum())},
-            "eav_overrides": [vars(o) for o in settings.overrides],
-            "rules": [vars(r) for r in settings.rules],
-            "rule_breaches": quality.rule_breaches,
-            "warnings": warnings,
-            "config": resolved,
-        }
+        report = _quality_report(run.run_id, settings, input_dir, data, quality, plan, allocation, warnings, resolved)
+        report["resumed_from"] = resumed_from
         files.append(write_json(out / QUALITY_REPORT, report))
         _log_summary(quality, out)
 
@@ -328,24 +343,112 @@ def _run(cfg: DictConfig, out: Path) -> BatchingResult:
             sample = active[["student_id", "program_id", "academic_year"]].head(DATASET_SAMPLE_ROWS)
             run.log_input_dataset(sample, source=str(input_dir), name=institution.get("name", input_dir.name),
                                   digest=data.digest)
-            run.log_artifacts([out / f.name for f in files] + [out / RESOLVED_CONFIG, out / "batch_quality.csv"])
-            for log_file in out.glob("*.log"):
-                run.log_artifacts([log_file], artifact_path="logs")
+            run.log_artifacts(files + [out / RESOLVED_CONFIG, out / BATCH_QUALITY])
+            run.log_artifacts(sorted(out.glob("*.log")) + [out / JSONL_FILE], artifact_path="logs")
     return BatchingResult(
-        output_dir=out, batches=batches, membership=membership, batch_courses=batch_courses, quality=quality,
-        plan=plan, settings=settings, runtimes=runtimes, warnings=warnings, run_id=run.run_id, files=files,
+        output_dir=out, plan=plan, settings=settings, runtimes=runtimes, batches=batches, membership=membership,
+        batch_courses=batch_courses, quality=quality, warnings=warnings, run_id=run.run_id, files=files,
+        resumed_from=resumed_from,
     )
+
+
+def _allocate(clustering, active, shifts, rooms, settings, resources) -> Allocation:
+    n_batches = int(clustering.batch_group.size)
+    if not resources["allocate_rooms"]:
+        return Allocation([None] * n_batches, [None] * n_batches, np.zeros(n_batches, np.int64), "off")
+    sizes = np.bincount(clustering.batch_of_student, minlength=n_batches)
+    allocation = allocate_rooms(
+        sizes, shift_preference_counts(active, clustering.batch_of_student, n_batches, shifts), rooms, shifts,
+        settings, shift_preference_weight=resources["shift_preference_weight"],
+    )
+    audit("allocation", "allocation (%s): %d of %d batches placed", allocation.method, int(allocation.placed.sum()),
+          n_batches, method=allocation.method, placed=int(allocation.placed.sum()), n_batches=n_batches)
+    return allocation
+
+
+def _finish_dry_run(out, plan, settings, rooms, data, timer, run, context) -> BatchingResult:
+    """Write the plan (groups, batches per group, room check) as ``validation_report.json``."""
+    n_batches = plan.n_batches
+    n_slots = len(rooms) * len(data.shifts)
+    largest_batch = max((int(g.batch_sizes.max()) for g in plan.groups), default=0)
+    largest_room = int(rooms["capacity"].max()) if len(rooms) else 0
+    warnings = list(data.warnings) + list(settings.warnings) + plan.warnings
+    if n_batches > n_slots:
+        warnings.append(f"[INSUFFICIENT_ROOMS] {n_batches} batches planned but only {n_slots} (room, shift) slots")
+    if largest_batch > largest_room:
+        warnings.append(f"[INSUFFICIENT_ROOMS] a planned batch of {largest_batch} exceeds the largest room ({largest_room})")
+    context["warnings"] = warnings
+    report = {
+        "stage2_version": __version__,
+        "status": "valid",
+        "run_id": run.run_id,
+        "input_dir": str(data.input_dir),
+        "data_digest": data.digest,
+        "n_students": int(len(data.students)),
+        "n_inactive_students": data.n_inactive,
+        "n_groups": len(plan.groups),
+        "n_batches": n_batches,
+        "room_check": {"slots": n_slots, "batches": n_batches, "largest_room": largest_room,
+                       "largest_planned_batch": largest_batch},
+        "groups": _group_records(plan),
+        "eav_overrides": [vars(o) for o in settings.overrides],
+        "warnings": warnings,
+    }
+    path = write_json(out / VALIDATION_REPORT, report)
+    for message in warnings:
+        audit("warning", "%s", message, level=logging.WARNING)
+    audit("dry_run", "dry run: input and configuration valid; %d groups -> %d batches; %d slots; plan in %s",
+          len(plan.groups), n_batches, n_slots, path)
+    run.log_artifacts([path])
+    return BatchingResult(output_dir=out, plan=plan, settings=settings, runtimes=dict(timer.runtimes),
+                          warnings=warnings, run_id=run.run_id, files=[path], dry_run=True)
+
+
+def _group_records(plan: BatchPlan) -> list[dict[str, Any]]:
+    return [
+        {"key": plan.label(g), "n_students": g.n_students, "n_batches": g.n_batches,
+         "batch_sizes": g.batch_sizes.tolist(), "bounds": [g.bounds.min, g.bounds.target, g.bounds.max],
+         "status": g.status, "reason": g.reason}
+        for g in plan.groups
+    ]
+
+
+def _quality_report(run_id, settings, input_dir, data, quality, plan, allocation, warnings, resolved) -> dict:
+    return {
+        "stage2_version": __version__,
+        "run_id": run_id,
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "as_of": settings.as_of.isoformat(),
+        "input_dir": str(input_dir),
+        "data_digest": data.digest,
+        "file_digests": data.file_digests,
+        "n_inactive_students": data.n_inactive,
+        "metrics": quality.metrics,
+        "thresholds": quality.thresholds,
+        "passed_thresholds": quality.passed,
+        "groups": _group_records(plan),
+        "allocation": {"method": allocation.method, "unplaced_batches": int((~allocation.placed).sum())},
+        "eav_overrides": [vars(o) for o in settings.overrides],
+        "rules": [vars(r) for r in settings.rules],
+        "rule_breaches": quality.rule_breaches,
+        "warnings": warnings,
+        "config": resolved,
+    }
 
 
 def _log_summary(quality: QualityReport, out: Path) -> None:
     m = quality.metrics
-    log.info(
+    audit(
+        "run_summary",
         "%d students -> %d batches in %d groups | coherence %.3f | course_sse/student %.3f | "
         "size balance %.3f | hard violations %d | rooms placed %.1f%% | outputs in %s",
         m["n_students"], m["n_batches"], m["n_groups"], m["academic_coherence"] or 0, m["course_sse_per_student"] or 0,
         m["size_balance"], m["hard_constraint_violations"], 100 * (m["room_placement_rate"] or 0), out,
+        metrics={k: v for k, v in m.items() if not k.startswith("runtime_s.")},
     )
     for name, verdict in quality.thresholds.items():
         if not verdict["passed"]:
-            log.warning("below the design threshold: %s = %.3f < %.2f (batches: %s)", name, verdict["value"],
-                        verdict["threshold"], ", ".join(verdict["responsible"][:5]))
+            audit("threshold_failed", "below the design threshold: %s = %.3f < %.2f (batches: %s)", name,
+                  verdict["value"], verdict["threshold"], ", ".join(verdict["responsible"][:5]), level=logging.WARNING,
+                  metric=name, value=verdict["value"], threshold=verdict["threshold"],
+                  responsible=verdict["responsible"])

@@ -191,6 +191,10 @@ class Stage2Config:
     output_dir: Optional[str] = None
     #: worker processes for clustering independent groups (-1: every core); large runs only
     n_jobs: int = -1
+    #: validate input and configuration, print the plan, write only validation_report.json
+    dry_run: bool = False
+    #: continue an interrupted run in the same output directory from its last checkpoint
+    resume: bool = False
 
 
 ALGORITHM_SCHEMAS: dict[str, type[AlgorithmConfig]] = {

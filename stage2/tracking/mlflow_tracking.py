@@ -10,6 +10,12 @@ What a run records:
 
 The default store is embedded: ``sqlite:///<directory you run from>/mlflow.db`` (absolute),
 unless ``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` says otherwise.
+
+Sweeps (``python -m stage2 -m ...`` with :class:`stage2.tracking.hydra_callback.MLflowSweepCallback`)
+record one parent run; the callback exports its id in ``$STAGE2_PARENT_RUN_ID`` (and its store in
+``$STAGE2_PARENT_TRACKING_URI``), so that every job's run, in this process or in a launcher's
+worker process, starts as its child (tag ``mlflow.parentRunId``) and is tagged with the job's
+Hydra overrides (``hydra.overrides``, ``hydra.override_dirname``, ``hydra.job.num``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from typing import Any
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_DB_NAME = "mlflow.db"
+#: the sweep's parent run id, exported by the sweep callback for the jobs' runs
+PARENT_RUN_ENV = "STAGE2_PARENT_RUN_ID"
+#: the tracking URI of the parent run (a job whose own URI is not configured uses it)
+PARENT_URI_ENV = "STAGE2_PARENT_TRACKING_URI"
 #: MLflow's limit on a param value's length
 MAX_PARAM_LENGTH = 6000
 
@@ -39,6 +49,31 @@ def resolve_tracking_uri(configured: str | None, base_dir: str | Path | None = N
         return env
     base = Path(base_dir or os.getcwd()).resolve()
     return f"sqlite:///{base / DEFAULT_DB_NAME}"
+
+
+def sweep_parent() -> tuple[str | None, str | None]:
+    """``($STAGE2_PARENT_RUN_ID, $STAGE2_PARENT_TRACKING_URI)``, ``None`` where unset."""
+    return os.environ.get(PARENT_RUN_ENV) or None, os.environ.get(PARENT_URI_ENV) or None
+
+
+def hydra_job_tags() -> dict[str, str]:
+    """The running Hydra job's overrides as tags (empty outside a Hydra job)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
+
+        if not HydraConfig.initialized():
+            return {}
+        hydra_cfg = HydraConfig.get()
+        task = OmegaConf.select(hydra_cfg, "overrides.task", default=None, throw_on_missing=False)
+        tags = {"hydra.overrides": " ".join(str(o) for o in (task or []))}
+        for key, tag in (("job.num", "hydra.job.num"), ("job.override_dirname", "hydra.override_dirname")):
+            value = OmegaConf.select(hydra_cfg, key, default=None, throw_on_missing=False)
+            if value is not None:
+                tags[tag] = str(value)
+        return tags
+    except Exception:  # an incomplete Hydra config: no tags rather than a failed run
+        return {}
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -105,6 +140,16 @@ class TrackingRun:
         mlflow.log_input(dataset, context="input")
 
 
+def _run_exists(run_id: str, tracking_uri: str) -> bool:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException:
+        return False
+
+
 @contextmanager
 def tracking_run(
     enabled: bool,
@@ -116,17 +161,42 @@ def tracking_run(
     tags: Mapping[str, Any],
 ) -> Iterator[TrackingRun]:
     """Open an MLflow run (or a disabled handle). On an exception the run ends ``FAILED``
-    with the error's code and message as tags; the exception propagates."""
+    with the error's code and message as tags; the exception propagates.
+
+    Inside an active MLflow run the new run is nested in it. Otherwise, when
+    ``$STAGE2_PARENT_RUN_ID`` is set (a sweep's job), it becomes that run's child in the same
+    store (``$STAGE2_PARENT_TRACKING_URI`` when neither ``uri`` nor ``$MLFLOW_TRACKING_URI``
+    is set) and is tagged with the Hydra job's overrides."""
     if not enabled:
         yield TrackingRun(None, None)
         return
     import mlflow
 
-    tracking_uri = resolve_tracking_uri(uri)
+    run_tags = {k: str(v) for k, v in tags.items()}
+    parent_id: str | None = None
+    if mlflow.active_run() is None:
+        parent_id, parent_uri = sweep_parent()
+    if parent_id and parent_uri and not uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        tracking_uri = parent_uri
+    else:
+        tracking_uri = resolve_tracking_uri(uri)
+    if parent_id and parent_uri and parent_uri != tracking_uri:
+        warnings.warn(f"{PARENT_RUN_ENV}={parent_id} is in {parent_uri}, this run goes to {tracking_uri}: "
+                      "recorded without a parent", stacklevel=3)
+        parent_id = None
     mlflow.set_tracking_uri(tracking_uri)
+    if parent_id and not _run_exists(parent_id, tracking_uri):
+        warnings.warn(f"{PARENT_RUN_ENV}={parent_id}: no such run in {tracking_uri}; recorded without a parent",
+                      stacklevel=3)
+        parent_id = None
     experiment = mlflow.set_experiment(experiment_name)
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in tags.items()}, nested=nested) as active:
+    parent_kw: dict[str, Any] = {}
+    if parent_id:
+        run_tags = {**hydra_job_tags(), **run_tags}
+        parent_kw = {"parent_run_id": parent_id}
+        nested = True
+    with mlflow.start_run(run_name=run_name, tags=run_tags, nested=nested, **parent_kw) as active:
         handle = TrackingRun(active.info.run_id, tracking_uri, experiment.experiment_id)
         flat = flatten(params)
         items = sorted(flat.items())
