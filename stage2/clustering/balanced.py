@@ -4,7 +4,9 @@ Size-constrained k-means on the group's distinct feature rows (students with the
 set and soft-rule values are one weighted point): k-means++ seeding, then rounds of an exact
 min-cost-flow assignment under the group's size model followed by a centroid update, until the
 cost stops falling; then local search with exact deltas (swaps, and moves when sizes are
-flexible) on the students. ``n_init`` restarts; the lowest objective is kept.
+flexible) on the students. Up to ``n_init`` restarts (fewer on large groups: at most
+``restart_budget`` student-restarts; and none more once the best result has been reached
+``patience`` times); the lowest objective is kept.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ def initial_centroids(points: np.ndarray, counts: np.ndarray, n_batches: int, se
     weights = counts.astype(np.float64)
     n_points = points.shape[0]
     if n_points <= n_batches:
+        # every point is a seed; a random order lets restarts try different matchings of
+        # points to batch sizes
         extra = rng.choice(n_points, n_batches - n_points, p=weights / weights.sum())
-        return np.vstack([points, points[extra]])
+        return np.vstack([points, points[extra]])[rng.permutation(n_batches)]
     n_trials = 2 + int(np.log(n_batches))
     chosen = [int(rng.choice(n_points, p=weights / weights.sum()))]
     closest = squared_distances(points, points[chosen[0]][None, :])[:, 0]
@@ -51,13 +55,26 @@ def initial_centroids(points: np.ndarray, counts: np.ndarray, n_batches: int, se
     return points[chosen].copy()
 
 
+def match_planned_order(labels: np.ndarray, planned: np.ndarray) -> np.ndarray:
+    """Renumber batches so that batch ``b`` has ``planned[b]`` students (the labelling has the
+    planned size multiset; batches of equal size keep their relative order)."""
+    sizes = np.bincount(labels, minlength=planned.size)
+    by_size = np.lexsort((np.arange(sizes.size), -sizes))
+    slots = np.lexsort((np.arange(planned.size), -planned))
+    new_label = np.empty(planned.size, dtype=np.int64)
+    new_label[by_size] = slots
+    return new_label[labels]
+
+
 class BalancedBatcher(Batcher):
     name = "balanced"
 
     def __init__(
         self,
         *,
-        n_init: int = 3,
+        n_init: int = 10,
+        restart_budget: int = 20_000,
+        patience: int = 3,
         max_iter: int = 30,
         n_candidates: int = 24,
         tol: float = 1e-6,
@@ -66,6 +83,8 @@ class BalancedBatcher(Batcher):
         max_passes: int = 20,
     ) -> None:
         super().__init__(n_init=n_init, max_iter=max_iter)
+        self.restart_budget = restart_budget
+        self.patience = patience
         self.n_candidates = n_candidates
         self.tol = tol
         self.local_search = local_search
@@ -76,19 +95,41 @@ class BalancedBatcher(Batcher):
         sizes = problem.sizes
         if sizes.n_batches == 1:
             return np.zeros(problem.features.shape[0], dtype=np.int64)
-        data = collapse(problem.features)
-        seeds = np.random.default_rng(problem.seed).integers(0, 2**31 - 1, size=self.n_init)
-        best_labels, best_cost = None, np.inf
-        for seed in seeds:
-            flows, cost = self._lloyd(data.points, data.counts, sizes, int(seed))
+        if sizes.is_exact and 0 < np.ptp(sizes.planned) <= 1:
+            # equal sizes up to one student: let the flow choose WHICH batches get the extra
+            # student ([s, s+1] at zero price admits exactly the planned size multiset), then
+            # renumber the batches to the planned order
+            free = SizeModel(sizes.planned, int(sizes.planned.min()), int(sizes.planned.max()), 0.0)
+            labels = self._fit(problem.features, free, problem.seed)
+            return match_planned_order(labels, sizes.planned)
+        return self._fit(problem.features, sizes, problem.seed)
+
+    def _fit(self, features: np.ndarray, sizes: SizeModel, seed: int) -> np.ndarray:
+        data = collapse(features)
+        seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=self._restarts(features.shape[0]))
+        best_labels, best_cost, hits = None, np.inf, 0
+        for restart_seed in seeds:
+            flows, cost = self._lloyd(data.points, data.counts, sizes, int(restart_seed))
             labels = flows_to_labels(flows, data.inverse)
             if self.local_search:
-                labels = local_search(problem.features, labels, sizes, n_neighbors=self.n_neighbors,
+                labels = local_search(features, labels, sizes, n_neighbors=self.n_neighbors,
                                       max_passes=self.max_passes)
-                cost = objective(problem.features, labels, sizes)
-            if cost < best_cost - 1e-9:
-                best_labels, best_cost = labels, cost
+                cost = objective(features, labels, sizes)
+            tolerance = 1e-9 * max(1.0, abs(cost))
+            if best_labels is None or cost < best_cost - tolerance:
+                best_labels, best_cost, hits = labels, cost, 1
+            elif cost <= best_cost + tolerance:
+                hits += 1
+            if hits >= self.patience:  # the best has been found again and again: stop early
+                break
         return best_labels
+
+    def _restarts(self, n_students: int) -> int:
+        """``n_init`` restarts, fewer for large groups: at most ``restart_budget`` student-
+        restarts per group (restarts matter most, and cost least, on small groups)."""
+        if self.restart_budget <= 0:
+            return self.n_init
+        return int(min(self.n_init, max(1, self.restart_budget // max(n_students, 1))))
 
     def _lloyd(self, points: np.ndarray, counts: np.ndarray, sizes: SizeModel, seed: int) -> tuple[np.ndarray, float]:
         centroids = initial_centroids(points, counts, sizes.n_batches, seed)

@@ -84,12 +84,22 @@ class AlgorithmConfig:
 @dataclass
 class BalancedConfig(AlgorithmConfig):
     name: str = "balanced"
-    n_init: int = 3
+    #: restarts at most; fewer on large groups (``restart_budget``) and once the best result
+    #: has been reached ``patience`` times
+    n_init: int = 10
+    #: student-restarts per group: a group of n students gets min(n_init, budget // n)
+    restart_budget: int = 20_000
+    patience: int = 3
     max_iter: int = 30
     #: arcs per point in the size-constrained assignment: its nearest centroids
-    n_candidates: int = 8
+    n_candidates: int = 24
     #: relative objective improvement below which the k-means rounds stop
     tol: float = 1e-6
+    #: polish each restart by swaps (and moves, for flexible sizes) with exact deltas
+    local_search: bool = True
+    #: batches each batch exchanges students with in the local search
+    n_neighbors: int = 6
+    max_passes: int = 20
 
 
 @dataclass
