@@ -52,6 +52,7 @@ from stage2.outputs import (
     write_json,
     write_tables_atomically,
 )
+from stage2.reporting import AuditFailed, run_audit_notebook, stage_progress, write_reports
 from stage2.runlog import JSONL_FILE, audit, run_logging
 from stage2.sizing import BatchPlan, plan_batches
 from stage2.tracking import tracking_run
@@ -61,6 +62,9 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 #: rows of the student table logged with the MLflow dataset input (its digest covers all)
 DATASET_SAMPLE_ROWS = 1000
 BATCH_QUALITY = "batch_quality.csv"
+#: the stages, in order (progress display, checkpoints, per-stage runtimes)
+STAGES = ("validation", "configuration", "sizing", "clustering", "allocation", "membership", "enrollment",
+          "metrics", "outputs", "reports")
 
 
 @dataclass
@@ -107,17 +111,23 @@ def peak_memory_mb() -> float:
 
 
 class StageTimer:
-    """Wall time per stage, in seconds, logged as ``stage_done`` events with peak memory."""
+    """Wall time per stage, in seconds, logged as ``stage_done`` events with peak memory and
+    shown as a progress display on a terminal."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Any = None) -> None:
         self.runtimes: dict[str, float] = {}
+        self.progress = progress
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
         audit("stage_start", "stage %s ...", name, stage=name)
+        if self.progress is not None:
+            self.progress.start(name)
         yield
         self.runtimes[name] = time.perf_counter() - start
+        if self.progress is not None:
+            self.progress.done(name, self.runtimes[name])
         audit("stage_done", "stage %s done in %.3f s", name, self.runtimes[name], stage=name,
               seconds=round(self.runtimes[name], 4), peak_memory_mb=round(peak_memory_mb(), 1))
 
@@ -162,7 +172,8 @@ def process_student_batching(
 
     Raises a :class:`~stage2.errors.Stage2Error` subclass on bad input or configuration
     (``KeyboardInterrupt`` when interrupted); a failed run leaves ``errors.json`` and no
-    Stage 3 CSV in ``output_dir``.
+    Stage 3 CSV in ``output_dir``. A failing audit notebook (:class:`AuditFailed`) fails the
+    run too, but only after the CSVs were written and checked: they stay.
     """
     if cfg is None:
         cfg = load_config(overrides)
@@ -177,9 +188,11 @@ def process_student_batching(
     context: dict[str, Any] = {"run_dir": str(out)}
     with run_logging(out, context):
         try:
-            return _run(cfg, out, context)
+            with stage_progress(list(STAGES)) as progress:
+                return _run(cfg, out, context, progress)
         except BaseException as exc:
-            remove_stage3_tables(out)
+            if not isinstance(exc, AuditFailed):
+                remove_stage3_tables(out)
             _record_failure(out, exc, context)
             raise
 
@@ -199,9 +212,9 @@ def _record_failure(out: Path, exc: BaseException, context: dict[str, Any]) -> N
                                    "warnings": context.get("warnings", [])})
 
 
-def _run(cfg: DictConfig, out: Path, context: dict[str, Any]) -> BatchingResult:
+def _run(cfg: DictConfig, out: Path, context: dict[str, Any], progress: Any = None) -> BatchingResult:
     started = time.perf_counter()
-    timer = StageTimer()
+    timer = StageTimer(progress)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     input_dir = Path(resolved["data"]["input_dir"]).resolve()
     (out / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -344,12 +357,34 @@ def _run(cfg: DictConfig, out: Path, context: dict[str, Any]) -> BatchingResult:
             run.log_input_dataset(sample, source=str(input_dir), name=institution.get("name", input_dir.name),
                                   digest=data.digest)
             run.log_artifacts(files + [out / RESOLVED_CONFIG, out / BATCH_QUALITY])
+
+        with timer.stage("reports"):
+            report_files = _write_reports(out, resolved["report"], run)
+        if tracking.get("log_artifacts", True):
+            run.log_artifacts(report_files, artifact_path="reports")
             run.log_artifacts(sorted(out.glob("*.log")) + [out / JSONL_FILE], artifact_path="logs")
+        run.log_metrics({"runtime_s.reports": timer.runtimes["reports"]})
     return BatchingResult(
         output_dir=out, plan=plan, settings=settings, runtimes=runtimes, batches=batches, membership=membership,
         batch_courses=batch_courses, quality=quality, warnings=warnings, run_id=run.run_id, files=files,
         resumed_from=resumed_from,
     )
+
+
+def _write_reports(out: Path, report_config: dict[str, Any], run: Any) -> list[Path]:
+    """The human-readable reports and, when configured, the executed audit notebook. A
+    failing notebook is recorded on the MLflow run and re-raised (the CSVs stay)."""
+    files = write_reports(out, list(report_config["formats"]))
+    if report_config["notebook"]:
+        try:
+            files += list(run_audit_notebook(out, timeout_s=int(report_config["notebook_timeout_s"]),
+                                             mlflow_run_id=run.run_id))
+        except AuditFailed as exc:
+            notebook = out / "audit_report.ipynb"
+            if notebook.exists():
+                run.log_artifacts([notebook], artifact_path="reports")
+            raise
+    return files
 
 
 def _allocate(clustering, active, shifts, rooms, settings, resources) -> Allocation:

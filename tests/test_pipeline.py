@@ -106,6 +106,9 @@ def test_quality_report_has_every_measure_and_the_provenance(demo_run):
     assert report["config"]["batch_size"]["target"] == 35
     assert 0 < report["metrics"]["academic_coherence"] <= 1
     assert (out / "resolved_config.yaml").exists() and (out / "stage2.log").exists()
+    # the default run executes the audit notebook and writes the human-readable reports
+    for name in ("audit_report.ipynb", "audit_report.html", "report.html", "report.txt", "metrics.csv"):
+        assert (out / name).stat().st_size > 0, name
     # the EAV overrides of the synthetic institution were applied and recorded
     assert any(o["parameter_code"] == "batch_size.target" for o in report["eav_overrides"])
 
@@ -134,12 +137,14 @@ def test_run_is_tracked_in_mlflow(demo_run, mlflow_uri):
     assert run.data.tags["input_digest"]
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {f"{t}.csv" for t in STAGE3_TABLES} | {"quality_report.json", "resolved_config.yaml"} <= artifacts
+    reports = {a.path for a in client.list_artifacts(result.run_id, "reports")}
+    assert {"reports/audit_report.ipynb", "reports/audit_report.html", "reports/report.html"} <= reports
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.digest
 
 
 def test_same_input_config_and_seed_give_identical_files(make_institution_dir, compose_config, tmp_path):
     input_dir = make_institution_dir(500, seed=9)
-    overrides = [f"data.input_dir={input_dir}", "tracking.enabled=false", "as_of=2025-08-01T00:00:00"]
+    overrides = [f"data.input_dir={input_dir}", "tracking.enabled=false", "report.notebook=false", "as_of=2025-08-01T00:00:00"]
     for name in ("a", "b"):
         process_student_batching(compose_config(overrides), output_dir=tmp_path / name)
     for table in STAGE3_TABLES:
@@ -150,7 +155,7 @@ def test_same_input_config_and_seed_give_identical_files(make_institution_dir, c
 def test_every_algorithm_runs_end_to_end(make_institution_dir, compose_config, tmp_path, algorithm):
     input_dir = make_institution_dir(400, seed=2)
     result = process_student_batching(
-        compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", f"algorithm={algorithm}"]),
+        compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", "report.notebook=false", f"algorithm={algorithm}"]),
         output_dir=tmp_path,
     )
     assert_contract_invariants(tmp_path, input_dir)
@@ -160,7 +165,7 @@ def test_every_algorithm_runs_end_to_end(make_institution_dir, compose_config, t
 def test_list_column_semicolon_bom_export(make_institution_dir, compose_config, tmp_path):
     input_dir = make_institution_dir(300, seed=4, profile="college", delimiter=";", bom=True, enrollment_format="list_column")
     assert not (input_dir / "student_course_enrollment.csv").exists()
-    result = process_student_batching(compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false"]), output_dir=tmp_path)
+    result = process_student_batching(compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", "report.notebook=false"]), output_dir=tmp_path)
     assert_contract_invariants(tmp_path, input_dir)
     assert result.metrics["n_students"] > 250
 
@@ -173,7 +178,7 @@ def test_bad_input_raises_and_leaves_no_csv(make_institution_dir, compose_config
     out.mkdir()
     (out / "student_batches.csv").write_text("stale output of an earlier run\n")
     with pytest.raises(InputValidationError) as info:
-        process_student_batching(compose_config([f"data.input_dir={broken}", "tracking.enabled=false"]), output_dir=out)
+        process_student_batching(compose_config([f"data.input_dir={broken}", "tracking.enabled=false", "report.notebook=false"]), output_dir=out)
     assert "rooms.csv" in str(info.value) and info.value.exit_code == 3
     assert not any((out / f"{t}.csv").exists() for t in STAGE3_TABLES)
 
@@ -181,7 +186,7 @@ def test_bad_input_raises_and_leaves_no_csv(make_institution_dir, compose_config
 def test_impossible_configuration_raises_before_reading_data(compose_config, tmp_path):
     with pytest.raises(ConfigurationError) as info:
         process_student_batching(
-            compose_config(["data.input_dir=/does/not/exist", "tracking.enabled=false", "batch_size.min=70"]),
+            compose_config(["data.input_dir=/does/not/exist", "tracking.enabled=false", "report.notebook=false", "batch_size.min=70"]),
             output_dir=tmp_path,
         )
     assert info.value.code == "BATCH_SIZE_BOUNDS_VIOLATED"
@@ -194,7 +199,7 @@ def test_failed_run_is_recorded_as_failed_in_mlflow(compose_config, mlflow_uri, 
     with pytest.raises(InputValidationError):
         process_student_batching(
             compose_config([f"data.input_dir={tmp_path / 'missing'}", f"tracking.uri={mlflow_uri}",
-                            "tracking.experiment_name=failures"]),
+                            "tracking.experiment_name=failures", "report.notebook=false"]),
             output_dir=tmp_path / "out",
         )
     client = MlflowClient(tracking_uri=mlflow_uri)

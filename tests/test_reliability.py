@@ -25,7 +25,7 @@ AS_OF = "as_of=2025-08-01T00:00:00"
 def test_dry_run_writes_only_the_validation_report(make_institution_dir, compose_config, tmp_path):
     input_dir = make_institution_dir(500, seed=3)
     result = process_student_batching(
-        compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", "dry_run=true"]), output_dir=tmp_path
+        compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", "report.notebook=false", "dry_run=true"]), output_dir=tmp_path
     )
     assert result.dry_run and result.batches.empty
     report = json.loads((tmp_path / "validation_report.json").read_text())
@@ -41,7 +41,7 @@ def test_failed_run_writes_errors_json_with_code_and_fix(make_institution_dir, c
     (broken / "courses.csv").unlink()
     out = tmp_path / "out"
     with pytest.raises(InputValidationError):
-        process_student_batching(compose_config([f"data.input_dir={broken}", "tracking.enabled=false"]), output_dir=out)
+        process_student_batching(compose_config([f"data.input_dir={broken}", "tracking.enabled=false", "report.notebook=false"]), output_dir=out)
     record = json.loads((out / "errors.json").read_text())
     assert record["status"] == "failed" and record["error"]["code"] == "MISSING_FILE"
     assert record["error"]["fix"] and "courses.csv" in record["error"]["message"]
@@ -51,7 +51,7 @@ def test_failed_run_writes_errors_json_with_code_and_fix(make_institution_dir, c
 
 def test_jsonl_log_has_stage_timings_memory_and_decisions(make_institution_dir, compose_config, tmp_path):
     input_dir = make_institution_dir(500, seed=3)
-    process_student_batching(compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false"]), output_dir=tmp_path)
+    process_student_batching(compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", "report.notebook=false"]), output_dir=tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "stage2.jsonl").read_text().splitlines()]
     done = {line["stage"]: line for line in lines if line.get("event") == "stage_done"}
     assert {"validation", "configuration", "sizing", "clustering", "allocation", "membership", "enrollment",
@@ -77,7 +77,7 @@ def test_formula_injection_is_neutralised_in_free_text_and_ids_stay_exact(make_i
     enrollments = pd.read_csv(input_dir / "student_course_enrollment.csv", dtype=str, keep_default_na=False)
     enrollments.loc[enrollments["student_id"] == old_id, "student_id"] = "+cmd|calc"
     enrollments.to_csv(input_dir / "student_course_enrollment.csv", index=False)
-    result = process_student_batching(compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false"]),
+    result = process_student_batching(compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", "report.notebook=false"]),
                                       output_dir=tmp_path / "out")
     members = pd.read_csv(tmp_path / "out" / "batch_student_membership.csv", dtype=str, keep_default_na=False)
     names = set(members["student_name"])
@@ -97,7 +97,7 @@ def _stage2(*args: str, cwd: Path) -> subprocess.Popen:
 def test_sigterm_mid_run_leaves_no_csv_and_a_clear_status(make_institution_dir, tmp_path):
     input_dir = make_institution_dir(30000, seed=11)
     run_dir = tmp_path / "run"
-    proc = _stage2(f"data.input_dir={input_dir}", f"hydra.run.dir={run_dir}", "tracking.enabled=false",
+    proc = _stage2(f"data.input_dir={input_dir}", f"hydra.run.dir={run_dir}", "tracking.enabled=false", "report.notebook=false",
                    "report.notebook=false", cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not (run_dir / ".checkpoints" / "sizing.pkl").exists():
@@ -140,16 +140,16 @@ def test_kill_and_resume_gives_the_uninterrupted_outputs(make_institution_dir, t
 
 def test_resume_ignores_checkpoints_of_another_configuration(make_institution_dir, compose_config, tmp_path):
     input_dir = make_institution_dir(500, seed=3)
-    first = process_student_batching(compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false"]),
+    first = process_student_batching(compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", "report.notebook=false"]),
                                      output_dir=tmp_path)
     assert (tmp_path / ".checkpoints" / "clustering.pkl").exists()
     changed = process_student_batching(
-        compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", "resume=true", "batch_size.target=25", AS_OF]),
+        compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", "report.notebook=false", "resume=true", "batch_size.target=25", AS_OF]),
         output_dir=tmp_path,
     )
     assert changed.resumed_from is None and changed.metrics["n_batches"] > first.metrics["n_batches"]
     same = process_student_batching(
-        compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", "resume=true", "batch_size.target=25", AS_OF]),
+        compose_config([f"data.input_dir={input_dir}", "tracking.enabled=false", "report.notebook=false", "resume=true", "batch_size.target=25", AS_OF]),
         output_dir=tmp_path,
     )
     assert same.resumed_from == "allocation"

@@ -392,8 +392,10 @@ def rules_frame(run: AuditRun) -> pd.DataFrame:
     """The constraint rules the run applied (YAML and EAV), one per row."""
     columns = ["name", "field_name", "rule_type", "level", "weight", "threshold", "entity_type", "entity_id", "source"]
     frame = pd.DataFrame(run.report.get("rules") or [], columns=columns)
+    for column in ("weight", "threshold"):
+        frame[column] = [format_value(v, 2) if v is not None else "" for v in frame[column].astype(object)]
     frame = frame.rename(columns={"entity_type": "scope", "entity_id": "scope id"})
-    return frame.fillna("")
+    return frame.astype(object).fillna("")
 
 
 def digest_frame(run: AuditRun) -> pd.DataFrame:
@@ -446,22 +448,25 @@ def styled(frame: pd.DataFrame, *, max_rows: int = MAX_ROWS, caption: str | None
 
 
 def groups_frame(run: AuditRun) -> pd.DataFrame:
-    """Mixable groups: students, batches, sizes, bounds, status; groups needing attention
-    (undersized, no feasible count) first."""
+    """Mixable groups: students, batches, their sizes (as formed, and as planned by the sizing
+    stage before the clustering traded size for coherence), bounds, status; groups needing
+    attention (undersized, no feasible count) first."""
     groups = run.report.get("groups") or []
+    actual = run.batches.groupby("group_key", sort=False)["student_count"].agg(lambda s: ", ".join(map(str, s)))
     frame = pd.DataFrame(
         {
             "group": [g.get("key") for g in groups],
             "students": [g.get("n_students") for g in groups],
             "batches": [g.get("n_batches") for g in groups],
-            "sizes": [", ".join(map(str, g.get("batch_sizes") or [])) for g in groups],
+            "batch sizes": [actual.get(g.get("key"), "") for g in groups],
+            "planned sizes": [", ".join(map(str, g.get("batch_sizes") or [])) for g in groups],
             "min / target / max": [" / ".join(map(str, g.get("bounds") or [])) for g in groups],
             "status": [g.get("status") for g in groups],
             "reason": [g.get("reason") or "" for g in groups],
         }
     )
-    order = (frame["status"] == "ok").astype(int) if len(frame) else frame.index
-    return frame.assign(_o=order).sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
+    attention_last = (frame["status"] == "ok").to_numpy()
+    return frame.iloc[np.argsort(attention_last, kind="stable")].reset_index(drop=True)
 
 
 def worst_coherence(run: AuditRun, n: int = 10) -> pd.DataFrame:
@@ -570,9 +575,10 @@ def overrides_frame(run: AuditRun) -> pd.DataFrame:
 
 def show(item: Any, *, caption: str | None = None, empty: str = "none", max_rows: int = MAX_ROWS) -> None:
     """Display one part of the report in the notebook: a frame as an escaped table (``empty``
-    in italics when it has no rows), a figure as a PNG image, a string as HTML (only the HTML
+    in italics when it has no rows), a figure as a PNG image (``caption``: its alternative text;
+    default: its axes' labels), a string as HTML (only the HTML
     built by this module's ``*_html`` functions, which escape what they show)."""
-    from IPython.display import HTML, Image, display
+    from IPython.display import HTML, display
 
     if isinstance(item, pd.DataFrame):
         if item.empty:
@@ -582,7 +588,11 @@ def show(item: Any, *, caption: str | None = None, empty: str = "none", max_rows
     elif isinstance(item, str):
         display(HTML(item))
     elif hasattr(item, "savefig"):
-        display(Image(data=figure_png(item), format="png"))
+        import base64
+
+        alt = caption or "; ".join(filter(None, (ax.get_xlabel() for ax in item.get_axes()))) or "figure"
+        data = base64.b64encode(figure_png(item)).decode("ascii")
+        display(HTML(f'<img alt="{esc(alt)}" src="data:image/png;base64,{data}">'))
     else:
         display(item)
 
@@ -617,8 +627,12 @@ def note_html(text: str) -> str:
 def _figure(width: float = 10, height: float = 3.6, ncols: int = 1, **kwargs) -> tuple[Figure, Any]:
     from matplotlib.figure import Figure
 
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(1, ncols, **kwargs)
+    first = axes[0] if ncols > 1 else axes
+    first.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of batches
     return fig, axes
 
 

@@ -91,7 +91,7 @@ def run_audit_notebook(
         where = f"cell {exc.cell_index}" + (f" ({section})" if section else "")
         raise AuditFailed(
             f"the audit notebook failed in {where}: {exc.ename}: {str(exc.evalue).strip()}\n"
-            f"The partially executed notebook is {output}",
+            f"The partially executed notebook is {output}.",
             where=str(run_dir),
             details={"cell_index": exc.cell_index, "section": section, "ename": exc.ename,
                      "evalue": exc.evalue, "notebook": str(output)},
@@ -99,7 +99,7 @@ def run_audit_notebook(
     except Exception as exc:  # timeouts, a dead or missing kernel, unwritable directory
         raise AuditFailed(
             f"the audit notebook could not run: {type(exc).__name__}: {exc}\n"
-            f"The partially executed notebook (if any) is {output}",
+            f"The partially executed notebook (if any) is {output}.",
             where=str(run_dir),
             details={"ename": type(exc).__name__, "evalue": str(exc), "notebook": str(output)},
         ) from exc
@@ -118,7 +118,12 @@ def export_html(notebook: Path, target: Path, *, title: str | None = None) -> Pa
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    from jinja2 import DictLoader
+
+    exporter = HTMLExporter(
+        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+        extra_loaders=[DictLoader({"stage2_audit.html.j2": _TEMPLATE})], template_file="stage2_audit.html.j2",
+    )
     body, _ = exporter.from_notebook_node(
         nbformat.read(str(notebook), as_version=4),
         resources={"metadata": {"name": title or Path(notebook).stem}},
@@ -127,6 +132,15 @@ def export_html(notebook: Path, target: Path, *, title: str | None = None) -> Pa
     tmp.write_text(body, encoding="utf-8")
     tmp.replace(target)
     return target
+
+
+#: nbconvert's lab template without its scripts (require.js, MathJax, Mermaid from CDNs): the
+#: report needs none of them, and opening it then fetches nothing from the network
+_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
 
 
 def _section_of(notebook: Path, cell_index: int) -> str:
