@@ -15,12 +15,20 @@ from stage2.config.settings import (
 CONFIG_DIR_NAME = "conf"
 
 
+def weight_rest(weight: float, parts: int = 2) -> float:
+    """``(1 - weight) / parts``: an equal share of what ``weight`` leaves of a total of 1."""
+    return (1.0 - float(weight)) / int(parts)
+
+
 def register_resolvers() -> None:
-    """``${stage2.dataset:NAME}``: the directory of a built-in example institution."""
+    """``${stage2.dataset:NAME}``: the directory of a built-in example institution;
+    ``${stage2.weight_rest:W}``: (1 - W) / 2, so swept weights keep summing to 1."""
     if not OmegaConf.has_resolver("stage2.dataset"):
         from stage2.datasets import fetch_dataset
 
         OmegaConf.register_new_resolver("stage2.dataset", lambda name: str(fetch_dataset(name)))
+    if not OmegaConf.has_resolver("stage2.weight_rest"):
+        OmegaConf.register_new_resolver("stage2.weight_rest", weight_rest)
 
 
 __all__ = [

@@ -146,6 +146,11 @@ class TrackingConfig:
     experiment_name: str = "stage2"
     run_name: Optional[str] = None
     log_artifacts: bool = True
+    #: metric of the child runs by which a sweep's parent run records its best child
+    #: (stage2.tracking.hydra_callback.MLflowSweepCallback)
+    sweep_objective: str = "academic_coherence"
+    #: ``maximize`` or ``minimize`` ``sweep_objective``
+    sweep_direction: str = "maximize"
 
 
 @dataclass

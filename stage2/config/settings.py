@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -314,6 +315,34 @@ def _eav_value(row: pd.Series) -> Any:
     return None
 
 
+def _whole_number(value: Any) -> int | None:
+    """``value`` as an int if it is a finite whole number (``40``, ``40.0``, ``"40"``), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or number != round(number):
+        return None
+    return int(number)
+
+
+@contextmanager
+def _naming_eav_rows(sources: Mapping[str, str], keys: list[str]) -> Iterator[None]:
+    """Re-raise a :class:`ConfigurationError` of the block naming the EAV rows that set any of
+    ``keys``: the value to fix is in the input, not in the YAML."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        rows = list(dict.fromkeys(sources[k] for k in keys if k in sources))
+        if not rows:
+            raise
+        exc.where = f"{exc.where}, set by {'; '.join(rows)}" if exc.where else "; ".join(rows)
+        exc.args = (str(exc),)
+        raise
+
+
 def _eav_where(row: pd.Series) -> str:
     return f"{EAV_FILE}, row {int(row['_row'])} (parameter {row['parameter_code']!r})"
 
@@ -324,10 +353,16 @@ def _apply_eav(
     weights: dict[str, float],
     shared_threshold: float,
     rules: dict[tuple[str, str, str | None], ConstraintRule],
+    sources: dict[str, str] | None = None,
 ) -> tuple[dict[str, dict[str, int]], float, list[AppliedOverride], list[str]]:
+    """Apply the EAV rows in force. ``sources`` (filled in if given) maps each overridden key
+    (``batch_size.min``, ``batch_size[<program>].max``, ``weights.size``,
+    ``enrollment.shared_threshold``, ``rule:<source>``) to the EAV row that set it, so that a
+    value failing a later check is reported at its row."""
     program_bounds: dict[str, dict[str, int]] = {}
     applied: list[AppliedOverride] = []
     warnings: list[str] = []
+    sources = {} if sources is None else sources
     # deterministic: later rows (by file order) win within one (code, entity)
     for _, row in eav.sort_values("_row").iterrows():
         code = str(row["parameter_code"]).strip()
@@ -345,23 +380,32 @@ def _apply_eav(
             key = code.split(".", 1)[1]
             if key not in ("min", "target", "max"):
                 raise ConfigurationError(f"unknown parameter code {code!r}", where=where)
-            try:
-                number = int(float(value))
-            except (TypeError, ValueError) as exc:
-                raise ConfigurationError(f"{code} must be an integer, got {value!r}", code="BATCH_SIZE_BOUNDS_VIOLATED", where=where) from exc
+            number = _whole_number(value)
+            if number is None:
+                raise ConfigurationError(f"{code} must be a whole number, got {value!r}", code="BATCH_SIZE_BOUNDS_VIOLATED", where=where)
             if entity_type in GLOBAL_SCOPES:
                 bounds[key] = number
+                sources[code] = where
             elif entity_type == "PROGRAM":
                 program_bounds.setdefault(entity_id, {})[key] = number
+                sources[f"batch_size[{entity_id}].{key}"] = where
             else:
                 raise ConfigurationError(f"{code} cannot be set per {entity_type}", where=where)
         elif code.startswith("weights."):
             key = code.split(".", 1)[1]
             if key not in weights or entity_type not in GLOBAL_SCOPES:
                 raise ConfigurationError(f"{code} for {entity_type} is not a known override", where=where)
-            weights[key] = float(value)
+            try:
+                weights[key] = float(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"{code} must be a number, got {value!r}", code="WEIGHT_NORMALIZATION_FAILED", where=where) from exc
+            sources[code] = where
         elif code == "enrollment.shared_threshold":
-            shared_threshold = float(value)
+            try:
+                shared_threshold = float(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"{code} must be a number, got {value!r}", where=where) from exc
+            sources[code] = where
         elif code.startswith("constraint."):
             if not isinstance(value, Mapping):
                 raise ConfigurationError("a constraint rule needs a JSON object value", code="INVALID_CONSTRAINT_RULE", where=where)
@@ -370,6 +414,7 @@ def _apply_eav(
             spec["entity_type"] = entity_type
             spec["entity_id"] = None if entity_type in GLOBAL_SCOPES else entity_id
             rule = make_rule(name, spec, where=where, source=f"eav:{value_id}")
+            sources[f"rule:{rule.source}"] = where
             scope_key = (name, "GLOBAL" if rule.is_global else rule.entity_type, rule.entity_id)
             rules[scope_key] = rule
         else:
@@ -405,31 +450,38 @@ def build_settings(cfg: Any, data: Any = None) -> BatchingSettings:
     program_bounds_raw: dict[str, dict[str, int]] = {}
     applied: list[AppliedOverride] = []
     warnings: list[str] = []
+    sources: dict[str, str] = {}
     if data is not None:
         eav = _eav_values_in_force(data, as_of, tenant_id)
         if not eav.empty:
             program_bounds_raw, shared_threshold, applied, warnings = _apply_eav(
-                eav, bounds, weights, shared_threshold, rules
+                eav, bounds, weights, shared_threshold, rules, sources
             )
 
     global_bounds = SizeBounds(int(bounds["min"]), int(bounds["target"]), int(bounds["max"]))
-    warnings += validate_bounds(global_bounds)
+    bound_keys = [f"batch_size.{k}" for k in ("min", "target", "max")]
+    with _naming_eav_rows(sources, bound_keys):
+        warnings += validate_bounds(global_bounds)
     weights_obj = Weights(**weights)
-    validate_weights(weights_obj)
+    with _naming_eav_rows(sources, [f"weights.{k}" for k in ("homogeneity", "balance", "size")]):
+        validate_weights(weights_obj)
     if not 0.0 <= shared_threshold <= 1.0:
-        raise ConfigurationError(
-            f"enrollment.shared_threshold={shared_threshold} is outside [0, 1]", where="enrollment.shared_threshold"
-        )
+        with _naming_eav_rows(sources, ["enrollment.shared_threshold"]):
+            raise ConfigurationError(
+                f"enrollment.shared_threshold={shared_threshold} is outside [0, 1]", where="enrollment.shared_threshold"
+            )
     program_bounds = {}
     for program_id, partial in sorted(program_bounds_raw.items()):
         merged = replace(global_bounds, **partial)
-        warnings += validate_bounds(merged, where=f"batch_size for program {program_id!r} (EAV)")
+        keys = [f"batch_size[{program_id}].{k}" for k in ("min", "target", "max")] + bound_keys
+        with _naming_eav_rows(sources, keys):
+            warnings += validate_bounds(merged, where=f"batch_size for program {program_id!r} (EAV)")
         program_bounds[program_id] = merged
 
     # stable: YAML order within a scope, so group keys read program, year, semester
     ordered_rules = tuple(sorted(rules.values(), key=lambda r: (not r.is_global, r.entity_type, r.entity_id or "")))
     if data is not None:
-        _check_rule_fields(ordered_rules, data)
+        _check_rule_fields(ordered_rules, data, sources)
     return BatchingSettings(
         bounds=global_bounds,
         weights=weights_obj,
@@ -446,16 +498,22 @@ def build_settings(cfg: Any, data: Any = None) -> BatchingSettings:
     )
 
 
-def _check_rule_fields(rules: tuple[ConstraintRule, ...], data: Any) -> None:
+#: columns the loader adds to the student frame: not columns of student_data.csv
+_DERIVED_STUDENT_COLUMNS = ("preferred_shift_raw",)
+
+
+def _check_rule_fields(rules: tuple[ConstraintRule, ...], data: Any, sources: Mapping[str, str] | None = None) -> None:
     students = data.students
+    sources = sources or {}
     for rule in rules:
-        where = f"constraint rule {rule.name!r} ({rule.source})"
+        where = f"constraint rule {rule.name!r} ({sources.get(f'rule:{rule.source}', rule.source)})"
         if rule.rule_type == "capacity_limit":
             continue
         if rule.field_name not in students.columns:
+            columns = [str(c) for c in students.columns if c not in _DERIVED_STUDENT_COLUMNS]
             raise ConfigurationError(
                 f"field_name {rule.field_name!r} is not a column of student_data.csv "
-                f"(columns: {', '.join(map(str, students.columns))})",
+                f"(columns: {', '.join(columns)})",
                 code="INVALID_CONSTRAINT_RULE",
                 where=where,
             )

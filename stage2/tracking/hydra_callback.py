@@ -230,6 +230,8 @@ class MLflowSweepCallback(Callback):
 
         client = MlflowClient(tracking_uri=self.tracking_uri)
         children = self.children()
+        # earliest first: on a tie the first job wins, as Optuna's best trial does
+        children.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
         finished = [r for r in children if r.info.status == "FINISHED"]
         scored = [
             (float(r.data.metrics[self.objective]), r) for r in finished
