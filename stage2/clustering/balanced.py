@@ -4,9 +4,8 @@ Size-constrained k-means on the group's distinct feature rows (students with the
 set and soft-rule values are one weighted point): k-means++ seeding, then rounds of an exact
 min-cost-flow assignment under the group's size model followed by a centroid update, until the
 cost stops falling; then local search with exact deltas (swaps, and moves when sizes are
-flexible) on the students. Up to ``n_init`` restarts (fewer on large groups: at most
-``restart_budget`` student-restarts; and none more once the best result has been reached
-``patience`` times); the lowest objective is kept.
+flexible) on the students. ``n_init`` restarts (fewer on large groups: at most
+``restart_budget`` student-restarts per group); the lowest objective is kept.
 """
 
 from __future__ import annotations
@@ -72,9 +71,8 @@ class BalancedBatcher(Batcher):
     def __init__(
         self,
         *,
-        n_init: int = 10,
+        n_init: int = 3,
         restart_budget: int = 20_000,
-        patience: int = 3,
         max_iter: int = 30,
         n_candidates: int = 24,
         tol: float = 1e-6,
@@ -84,7 +82,6 @@ class BalancedBatcher(Batcher):
     ) -> None:
         super().__init__(n_init=n_init, max_iter=max_iter)
         self.restart_budget = restart_budget
-        self.patience = patience
         self.n_candidates = n_candidates
         self.tol = tol
         self.local_search = local_search
@@ -107,7 +104,7 @@ class BalancedBatcher(Batcher):
     def _fit(self, features: np.ndarray, sizes: SizeModel, seed: int) -> np.ndarray:
         data = collapse(features)
         seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=self._restarts(features.shape[0]))
-        best_labels, best_cost, hits = None, np.inf, 0
+        best_labels, best_cost = None, np.inf
         for restart_seed in seeds:
             flows, cost = self._lloyd(data.points, data.counts, sizes, int(restart_seed))
             labels = flows_to_labels(flows, data.inverse)
@@ -115,13 +112,8 @@ class BalancedBatcher(Batcher):
                 labels = local_search(features, labels, sizes, n_neighbors=self.n_neighbors,
                                       max_passes=self.max_passes)
                 cost = objective(features, labels, sizes)
-            tolerance = 1e-9 * max(1.0, abs(cost))
-            if best_labels is None or cost < best_cost - tolerance:
-                best_labels, best_cost, hits = labels, cost, 1
-            elif cost <= best_cost + tolerance:
-                hits += 1
-            if hits >= self.patience:  # the best has been found again and again: stop early
-                break
+            if best_labels is None or cost < best_cost - 1e-9 * max(1.0, abs(cost)):
+                best_labels, best_cost = labels, cost
         return best_labels
 
     def _restarts(self, n_students: int) -> int:

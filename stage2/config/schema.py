@@ -84,12 +84,10 @@ class AlgorithmConfig:
 @dataclass
 class BalancedConfig(AlgorithmConfig):
     name: str = "balanced"
-    #: restarts at most; fewer on large groups (``restart_budget``) and once the best result
-    #: has been reached ``patience`` times
-    n_init: int = 10
-    #: student-restarts per group: a group of n students gets min(n_init, budget // n)
+    #: restarts at most; fewer on large groups (``restart_budget``)
+    n_init: int = 3
+    #: student-restarts per group: a group of n students gets max(1, min(n_init, budget // n))
     restart_budget: int = 20_000
-    patience: int = 3
     max_iter: int = 30
     #: arcs per point in the size-constrained assignment: its nearest centroids
     n_candidates: int = 24
