@@ -1,8 +1,8 @@
 """scikit-learn clusterings the design names, each followed by an exact size repair.
 
 The repair takes the clustering's centroids and solves the size-constrained assignment
-exactly (min-cost flow), so sizes are always exact; the clustering only decides where the
-centroids are.
+exactly (min-cost flow) under the group's size model, so sizes always respect it; the
+clustering only decides where the centroids are.
 """
 
 from __future__ import annotations
