@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from stage2.config import register_configs, register_resolvers
-from stage2.errors import EXIT_CODES, Stage2Error
+from stage2.errors import EXIT_CODES, ConfigurationError, Stage2Error
 
 log = logging.getLogger("stage2")
 
@@ -55,7 +55,38 @@ def run(cfg: DictConfig) -> float | None:
     return result.metrics.get("academic_coherence")
 
 
+def _check_composition(argv: list[str]) -> None:
+    """Compose the configuration the way Hydra will and exit 2 with INVALID_CONFIGURATION if a
+    key is misspelt, a value has the wrong type or a config group option does not exist.
+
+    Hydra itself reports such errors with exit status 1, which the exit-code table reserves
+    for bugs. Runs with Hydra flags (``-m``, ``--cfg``, ``--help``, ...) are left to Hydra:
+    a sweep's ``a,b`` values do not compose as a single job."""
+    if any(arg.startswith("-") for arg in argv):
+        return
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from stage2.pipeline import load_config
+
+    try:
+        load_config(argv)
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc
+        while cause.__cause__ is not None and str(cause.__cause__):
+            cause = cause.__cause__
+        detail = str(cause).strip().splitlines()
+        error = ConfigurationError(
+            f"{str(exc).strip().splitlines()[0]}" + (f" ({detail[0]})" if detail and cause is not exc else ""),
+            where="command-line overrides",
+            fix="check the key against conf/ (python -m stage2 --cfg job) and the value's type",
+        )
+        print(f"stage2: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+
+
 def main() -> None:
+    _check_composition(sys.argv[1:])
     run()
 
 

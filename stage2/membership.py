@@ -35,7 +35,7 @@ def batch_codes(plan: BatchPlan, batch_group: np.ndarray) -> list[str]:
     (a group index is appended if two keys sanitise to the same text)."""
     prefixes = []
     for group in plan.groups:
-        parts = [code_fragment(v) for v in group.key if v != NOT_APPLICABLE]
+        parts = [code_fragment(v) for v in group.key if v not in (NOT_APPLICABLE, "")]
         prefixes.append("-".join(parts) if parts else "ALL")
     if len(set(prefixes)) < len(prefixes):
         prefixes = [f"{p}-G{i:03d}" for i, p in enumerate(prefixes)]

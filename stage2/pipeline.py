@@ -294,7 +294,7 @@ def _run(cfg: DictConfig, out: Path, context: dict[str, Any], progress: Any = No
         allocation = restored("allocation")
         if allocation is None:
             with timer.stage("allocation"):
-                allocation = _allocate(clustering, active, data.shifts, rooms, settings, resolved["resources"])
+                allocation = _allocate(clustering, plan, active, data.shifts, rooms, settings, resolved["resources"])
             checkpoints.save("allocation", allocation)
 
         timestamp = settings.as_of
@@ -387,14 +387,17 @@ def _write_reports(out: Path, report_config: dict[str, Any], run: Any) -> list[P
     return files
 
 
-def _allocate(clustering, active, shifts, rooms, settings, resources) -> Allocation:
+def _allocate(clustering, plan, active, shifts, rooms, settings, resources) -> Allocation:
     n_batches = int(clustering.batch_group.size)
+    # batches are named by group and number here: their codes are made in the next stage
+    number_in_group = np.arange(n_batches) - np.searchsorted(clustering.batch_group, clustering.batch_group)
+    labels = [f"{plan.label(plan.groups[g])} batch {j + 1}" for g, j in zip(clustering.batch_group, number_in_group)]
     if not resources["allocate_rooms"]:
         return Allocation([None] * n_batches, [None] * n_batches, np.zeros(n_batches, np.int64), "off")
     sizes = np.bincount(clustering.batch_of_student, minlength=n_batches)
     allocation = allocate_rooms(
         sizes, shift_preference_counts(active, clustering.batch_of_student, n_batches, shifts), rooms, shifts,
-        settings, shift_preference_weight=resources["shift_preference_weight"],
+        settings, shift_preference_weight=resources["shift_preference_weight"], batch_labels=labels,
     )
     audit("allocation", "allocation (%s): %d of %d batches placed", allocation.method, int(allocation.placed.sum()),
           n_batches, method=allocation.method, placed=int(allocation.placed.sum()), n_batches=n_batches)

@@ -279,7 +279,8 @@ def _eav_values_in_force(data: Any, as_of: datetime, tenant_id: str | None) -> p
     if values is None or params is None or values.empty:
         return pd.DataFrame()
     frame = values.copy()
-    frame["_row"] = range(2, len(frame) + 2)
+    # the file row (the loader's ``source_row``; else the position, header = row 1)
+    frame["_row"] = frame["source_row"] if "source_row" in frame.columns else range(2, len(frame) + 2)
     issues: list[ValidationIssue] = []
     as_of_ts = pd.Timestamp(as_of)
     in_force = pd.Series(True, index=frame.index)

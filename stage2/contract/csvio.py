@@ -47,6 +47,8 @@ QUOTE = '"'
 FIRST_DATA_ROW = 2
 #: A check reports at most this many rows one by one, then one summary issue.
 MAX_ISSUES_PER_CHECK = 100
+#: Largest magnitude a whole-number cell may have (every integer up to it is exact in a float).
+MAX_WHOLE_NUMBER = 2**53
 #: Dtype of every text column: pandas' nullable string (nulls are ``pd.NA``).
 STRING_DTYPE = "string"
 #: Separators of a plain list cell (``a;b;c`` or ``a|b|c``).
@@ -139,7 +141,7 @@ def parse_table(data: bytes, file: str) -> pd.DataFrame:
             engine="c",
         )
     except (pd.errors.ParserError, ValueError) as exc:
-        reason = str(exc).strip().removeprefix("Error tokenizing data. C error: ")
+        reason = _one_based_rows(str(exc).strip().removeprefix("Error tokenizing data. C error: "))
         _fail("PARSE_ERROR", file, f"cannot split the file into columns ({reason})", row=_error_row(reason))
     names = _header_names(raw.iloc[0].fillna("").tolist(), file)
     frame = raw.iloc[1:].set_axis(names, axis=1)
@@ -154,6 +156,18 @@ def _decode(data: bytes, file: str) -> str:
     if data.startswith(UTF16_BOMS):
         _fail("ENCODING_ERROR", file, "the file is UTF-16 (Excel 'Unicode text'), not UTF-8", row=1)
     body = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
+    nul = body.find(b"\x00")
+    if nul >= 0:
+        # valid UTF-8, but no text export holds NUL: UTF-16 without a byte-order mark, or a
+        # binary file (and PostgreSQL, Stage 3's store, rejects NUL in text)
+        line = body[:nul].count(b"\n") + 1
+        _fail(
+            "ENCODING_ERROR",
+            file,
+            f"the file holds a NUL byte (0x00) on line {line}: it is not a UTF-8 text export "
+            "(UTF-16 without a byte-order mark, or a binary file?)",
+            row=line,
+        )
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -227,6 +241,12 @@ def _normalise_cells(frame: pd.DataFrame, file: str) -> pd.DataFrame:
             _fail("PARSE_ERROR", file, f"column {position} has values but no name in the header row", row=1)
     frame = frame.drop(columns=unnamed)
     return frame.loc[frame.notna().any(axis=1)]
+
+
+def _one_based_rows(message: str) -> str:
+    """pandas' parser says ``line N`` 1-based but ``row N`` (e.g. "EOF inside string starting at
+    row N") counting records from 0, header included: make every ``row`` 1-based like ours."""
+    return _PARSER_ROW.sub(lambda m: f"row {int(m.group(1)) + 1}", message)
 
 
 def _error_row(message: str) -> int | None:
@@ -346,8 +366,13 @@ def coerce_integer(series: pd.Series, *, file: str, column: str) -> tuple[pd.Ser
     """
     numbers, invalid = _to_finite_numbers(series)
     fractional = numbers.notna() & (numbers != numbers.round())
-    bad = invalid | fractional
-    issues = row_issues("INVALID_NUMBER", file, column, series[bad], "not a whole number")
+    # beyond ±2**53 a float no longer holds every whole number, and beyond int64 the cast to
+    # Int64 silently wraps around (1e30 became -9223372036854775808): reject, do not wrap
+    too_large = numbers.notna() & (numbers.abs() > MAX_WHOLE_NUMBER)
+    bad = invalid | fractional | too_large
+    issues = row_issues("INVALID_NUMBER", file, column, series[(invalid | fractional) & ~too_large], "not a whole number")
+    too_large_message = f"whole number too large (at most {MAX_WHOLE_NUMBER} in magnitude)"
+    issues += row_issues("INVALID_NUMBER", file, column, series[too_large], too_large_message)
     return numbers.mask(bad).astype("Int64"), issues
 
 

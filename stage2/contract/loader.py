@@ -13,6 +13,15 @@ Resolved points the contract leaves open (also in ``stage2/contract/README.md``)
 - Enrollments from ``enrolled_courses`` take ``academic_year`` and ``semester`` from the
   student's row; ``is_mandatory`` and ``enrollment_date`` are null.
 - ``entity_parameter_values.effective_from``/``effective_to`` become naive UTC timestamps.
+- ``entity_parameter_values`` gets a ``source_row`` column: the file row of each value, for
+  the configuration stage's messages.
+- ``student_course_enrollment.enrollment_date`` must be an ISO date (``INVALID_DATE``) but is
+  kept as written.
+- ``student_data`` always has the optional columns ``semester`` (null), ``preferred_languages``
+  (empty tuples), ``preferred_shift`` (null) and ``is_active`` (true) when the file lacks them,
+  so a configuration naming them works on a minimal export.
+- A student table whose rows are all inactive is an ``EMPTY_TABLE`` error (nothing to batch),
+  not an empty run.
 """
 
 from __future__ import annotations
@@ -61,6 +70,8 @@ PASSTHROUGH_KEYS: dict[str, str] = {
     "timeslots.csv": "timeslot_id",
 }
 ENROLLED_COURSES = "enrolled_courses"
+#: Column of ``entity_parameter_values``: the row of the file each value came from (header = 1).
+SOURCE_ROW = "source_row"
 PREFERRED_LANGUAGES = "preferred_languages"
 #: Columns of :attr:`InstitutionData.enrollments`, in this order.
 ENROLLMENT_COLUMNS: tuple[str, ...] = (
@@ -204,6 +215,7 @@ class _Loader:
         passthrough = self._passthrough()
 
         self._references(students, programs, "program_id", STUDENTS, PROGRAMS)
+        self._no_active_students(students)
         if enrollments is not None:
             frame, file, names = enrollments
             self._references(frame, students, "student_id", file, STUDENTS, names)
@@ -325,6 +337,12 @@ class _Loader:
             students["is_active"] = active.fillna(True).astype(bool)
         else:
             students["is_active"] = True
+        # optional contract columns the shipped constraint sets name (hard no_mix on semester,
+        # soft homogeneous on preferred_languages): absent means no values, not a broken rule
+        if "semester" not in students:
+            students["semester"] = pd.Series(pd.NA, index=students.index, dtype="Int64")
+        if PREFERRED_LANGUAGES not in students:
+            students[PREFERRED_LANGUAGES] = pd.Series([()] * len(students), index=students.index, dtype=object)
         for column in (PREFERRED_LANGUAGES, ENROLLED_COURSES):
             if column in students:
                 items, issues = explode_list_series(students[column], file=STUDENTS, column=column)
@@ -391,6 +409,10 @@ class _Loader:
             if frame is None:
                 return None
             frame = self._coerce(frame, SPECS[ENROLLMENTS])
+            if "enrollment_date" in frame:
+                # checked as an ISO date, kept as written (the pipeline only passes it on)
+                _, issues = coerce_datetime(frame["enrollment_date"], file=ENROLLMENTS, column="enrollment_date")
+                self._coercion_issues(issues)
             file, names = ENROLLMENTS, {}
         elif students is not None and enrolled_items is not None:
             frame = _enrollments_from_list(students, enrolled_items)
@@ -433,6 +455,9 @@ class _Loader:
             self._references(values, parameters, "parameter_id", PARAMETER_VALUES, PARAMETERS)
         elif PARAMETERS not in self.files:
             self._issue("MISSING_FILE", PARAMETERS, f"required by {PARAMETER_VALUES} (its parameter_id column)")
+        # the configuration stage reports a bad override at its file row: keep it, since the
+        # record position changes when blank (``,,,``) lines are dropped
+        values[SOURCE_ROW] = [row_number(label) for label in values.index]
         return values
 
     def _passthrough(self) -> dict[str, pd.DataFrame]:
@@ -474,11 +499,28 @@ class _Loader:
             f"not a {target_column or column} of {target_file}",
         )
 
+    def _no_active_students(self, students: pd.DataFrame | None) -> None:
+        """Nothing to batch is an error, not an empty success: Stage 3 would get empty tables."""
+        if students is None or students["is_active"].any():
+            return
+        if any(i.file == STUDENTS and i.column == "is_active" for i in self.issues):
+            return  # unreadable is_active cells are already reported
+        self.issues.append(
+            ValidationIssue(
+                "EMPTY_TABLE",
+                STUDENTS,
+                f"every student is inactive (is_active = false on all {len(students)} rows): there is no one to batch",
+                column="is_active",
+            )
+        )
+
     def _students_without_courses(self, students: pd.DataFrame | None, enrollments: pd.DataFrame) -> None:
         if students is None:
             return
         enrolled = string_isin(students["student_id"], enrollments["student_id"])
-        without = students["is_active"].to_numpy() & ~enrolled
+        # a blank student_id is already a BLANK_KEY; that it has no enrollment follows from it
+        named = students["student_id"].notna().to_numpy()
+        without = students["is_active"].to_numpy() & ~enrolled & named
         self.issues += row_issues(
             "FEATURE_EXTRACTION_ERROR",
             STUDENTS,
