@@ -20,8 +20,10 @@ Hydra overrides (``hydra.overrides``, ``hydra.override_dirname``, ``hydra.job.nu
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,6 +33,8 @@ from typing import Any
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_DB_NAME = "mlflow.db"
+#: attempts to record the dataset input (parallel jobs on one SQLite store can collide)
+DATASET_LOG_ATTEMPTS = 3
 #: the sweep's parent run id, exported by the sweep callback for the jobs' runs
 PARENT_RUN_ENV = "STAGE2_PARENT_RUN_ID"
 #: the tracking URI of the parent run (a job whose own URI is not configured uses it)
@@ -137,7 +141,21 @@ class TrackingRun:
             # a local path matches two equivalent MLflow source types; it picks one and warns
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
             dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
-        mlflow.log_input(dataset, context="input")
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(DATASET_LOG_ATTEMPTS):
+            try:
+                mlflow.log_input(dataset, context="input")
+                return
+            except MlflowException as exc:
+                # parallel sweep jobs on one SQLite store race to insert the same dataset row;
+                # the loser's retry finds the winner's row
+                if "UNIQUE" not in str(exc) and "IntegrityError" not in str(exc):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        logging.getLogger("stage2").warning(
+            "could not record the dataset input after %d attempts; the digest is still the run's "
+            "input_digest tag", DATASET_LOG_ATTEMPTS)
 
 
 def _run_exists(run_id: str, tracking_uri: str) -> bool:
