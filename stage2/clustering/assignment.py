@@ -29,7 +29,7 @@ from stage2.errors import Stage2Error
 #: squared distances are rounded to integers after multiplying by this (the solver is integral)
 COST_SCALE = 10_000
 #: up to this many (point, centroid) arcs the full bipartite graph is used (exact)
-FULL_GRAPH_MAX_ARCS = 100_000
+FULL_GRAPH_MAX_ARCS = 20_000
 
 
 @dataclass(frozen=True)
