@@ -125,11 +125,16 @@ def parse_table(data: bytes, file: str) -> pd.DataFrame:
     if not text.strip():
         _fail("EMPTY_TABLE", file, "the file is empty (no header row)")
     delimiter = detect_delimiter(_first_record(text))
+    # parse the (validated) bytes, not the decoded text: a str and its StringIO copy of a
+    # multi-hundred-MB export would double the peak memory of a million-student run
+    del text
+    body = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
     try:
         # header=None: the header row fixes the field count, so a longer data row is an error
         # (with header=0 pandas would silently take its first field as the index).
         raw = pd.read_csv(
-            io.StringIO(text),
+            io.BytesIO(body),
+            encoding="utf-8",
             sep=delimiter,
             header=None,
             index_col=False,
