@@ -164,7 +164,10 @@ def compute_quality(
 
     # rules
     student_pos = string_positions(membership["student_id"], students["student_id"])
-    students_in_order = students.iloc[student_pos].reset_index(drop=True)
+    # only the columns the checks read: copying every column of a million students costs GBs
+    needed = {"student_id", "program_id", "preferred_shift"} | {r.field_name for r in settings.rules}
+    columns = [c for c in students.columns if c in needed]
+    students_in_order = students[columns].iloc[student_pos].reset_index(drop=True)
     batch_of_member = string_positions(membership["batch_id"], batches["batch_id"])
     checks = check_rules(batches, students_in_order, batch_of_member, enrollments, settings)
     hard_violations = int((~checks["satisfied"] & (checks["level"] == "hard")).sum())
