@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sklearn
 from sklearn.metrics import silhouette_score
 
 from stage2.config.schema import ACCEPTANCE_THRESHOLDS
@@ -27,6 +28,8 @@ from stage2.contract.csvio import string_positions
 from stage2.config.settings import BatchingSettings, ConstraintRule
 from stage2.features import course_matrix
 
+#: memory (MB) scikit-learn may use per chunk of silhouette distances
+SILHOUETTE_WORKING_MEMORY_MB = 128
 #: how many responsible batches a failed threshold lists
 MAX_LISTED = 10
 
@@ -235,7 +238,9 @@ def _silhouette(students, enrollments, labels, sample_size, seed) -> float | Non
     if size is not None and size >= len(labels):
         size = None
     try:
-        return float(silhouette_score(matrix, labels, metric="euclidean", sample_size=size, random_state=seed))
+        # scikit-learn computes the distances in chunks of up to working_memory MB (default 1 GB)
+        with sklearn.config_context(working_memory=SILHOUETTE_WORKING_MEMORY_MB):
+            return float(silhouette_score(matrix, labels, metric="euclidean", sample_size=size, random_state=seed))
     except ValueError:  # a sample with a single label
         return None
 
