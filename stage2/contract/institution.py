@@ -60,6 +60,12 @@ class InstitutionData:
 
     @cached_property
     def active_enrollments(self) -> pd.DataFrame:
-        active_ids = self.students.loc[self.students["is_active"], "student_id"]
-        keep = string_isin(self.enrollments["student_id"], active_ids)
-        return self.enrollments.loc[keep].reset_index(drop=True)
+        """(student_id, course_id) of the active students' enrollments: the two columns the
+        batching stages read (the full rows stay in ``enrollments``; copying all six columns
+        of millions of rows would cost hundreds of MB)."""
+        pairs = self.enrollments[["student_id", "course_id"]]
+        active = self.students["is_active"]
+        if bool(active.all()):
+            return pairs
+        keep = string_isin(pairs["student_id"], self.students.loc[active, "student_id"])
+        return pairs.loc[keep].reset_index(drop=True)
