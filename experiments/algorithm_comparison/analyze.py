@@ -13,14 +13,12 @@ Exit status 2 when there is no such experiment, sweep or finished job.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from stage2.tracking.sweeps import latest_sweep
+from stage2.tracking.sweeps import study_sweep_from_cli
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENT = "study-algorithm-comparison"
@@ -87,27 +85,11 @@ def plot(stats: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tracking-uri", required=True, help="e.g. sqlite:///$PWD/mlflow.db")
-    parser.add_argument("--experiment", default=EXPERIMENT, help=f"MLflow experiment (default {EXPERIMENT})")
-    parser.add_argument("--sweep-run-id", help="this sweep's parent run instead of the latest")
-    parser.add_argument("--out", type=Path, default=HERE, help="where results.md and the PNG go")
-    args = parser.parse_args(argv)
-
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.tracking import MlflowClient
-
-    try:
-        parent, children = latest_sweep(MlflowClient(tracking_uri=args.tracking_uri), args.experiment,
-                                        args.sweep_run_id)
-    except Exception as exc:  # unknown experiment, sweep or run id
-        print(f"analyze: {exc}", file=sys.stderr)
-        return 2
-    runs = runs_frame(children)
-    if runs.empty:
-        print(f"analyze: sweep {parent.info.run_id} ({parent.info.status}) has no finished job; "
-              "pick another with --sweep-run-id", file=sys.stderr)
-        return 2
+    loaded = study_sweep_from_cli(argv, description=__doc__.splitlines()[0], experiment=EXPERIMENT, out_dir=HERE,
+                                  runs_frame=runs_frame)
+    if isinstance(loaded, int):
+        return loaded
+    args, parent, children, runs = loaded
     stats = aggregate(runs)
     table = markdown(stats)
     print(table)

@@ -22,3 +22,37 @@ def latest_sweep(client, experiment: str, sweep_run_id: str | None = None):
     children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
                                   max_results=5000)
     return parent, children
+
+
+def study_sweep_from_cli(argv, *, description: str, experiment: str, out_dir, runs_frame):
+    """The studies' shared command line: ``--tracking-uri`` (required), ``--experiment``,
+    ``--sweep-run-id``, ``--out``; fetches the sweep and tabulates its finished jobs with
+    ``runs_frame(children)``. Returns ``(args, parent, children, runs)``, or an exit status 2
+    after saying on stderr why there is nothing to analyse."""
+    import argparse
+    import os
+    import sys
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--tracking-uri", required=True, help="e.g. sqlite:///$PWD/mlflow.db")
+    parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")
+    parser.add_argument("--sweep-run-id", help="this sweep's parent run instead of the latest")
+    parser.add_argument("--out", type=Path, default=Path(out_dir), help="where results.md and the PNG go")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    try:
+        parent, children = latest_sweep(MlflowClient(tracking_uri=args.tracking_uri), args.experiment,
+                                        args.sweep_run_id)
+    except Exception as exc:  # unknown experiment, sweep or run id
+        print(f"analyze: {exc}", file=sys.stderr)
+        return 2
+    runs = runs_frame(children)
+    if runs.empty:
+        print(f"analyze: sweep {parent.info.run_id} ({parent.info.status}) has no finished job; "
+              "pick another with --sweep-run-id", file=sys.stderr)
+        return 2
+    return args, parent, children, runs
