@@ -43,7 +43,7 @@ METHODS = ["stage2 balanced exact", "KMC n_init=10 equal"]
 
 @pytest.fixture(scope="module")
 def section(cache, dataset) -> tuple[run.Context, list[dict]]:
-    ctx = run.Context(cache=cache, timeout_s=120)
+    ctx = run.Context(cache=cache, timeout_s=120, repeats=1)
     return ctx, run.section_clustering(ctx, dataset, "1", "tiny", METHODS)
 
 
