@@ -2,8 +2,9 @@
 
 Run: ``python experiments/scaling/run.py --suite quick|full`` (default full). See README.md.
 
-Every measured thing is a child process (started here, reaped with ``os.wait4`` so that its
-own wall time and peak RSS are read side by side in one process tree):
+Every measured thing is a child process started here (wrapped in GNU ``time`` for its own
+peak RSS, its process tree sampled for worker processes, its wall time taken here), so that
+every method's time and memory are read side by side in one process tree:
 
 1. clustering only, one group (synthetic ``--groups one``): stage2's algorithms and
    k-means-constrained (KMC) fit on the same feature matrix, under the same size constraints;
@@ -46,7 +47,8 @@ import runner  # noqa: E402
 from runner import METHODS, coherence_from_counts  # noqa: E402
 
 PYTHON = sys.executable
-#: a copy of stage2/ and conf/ the children import instead of the working tree (``--snapshot``)
+#: a copy of stage2/ and conf/ the children import instead of the working tree (see
+#: :func:`take_snapshot`; ``--no-snapshot`` leaves it None)
 SNAPSHOT: Path | None = None
 #: switched off in every ``python -m stage2`` run when this version of stage2 has them
 OPTIONAL_OFF = ("report.notebook=false",)
@@ -66,8 +68,8 @@ ITC_METHODS = ("stage2 balanced", "stage2 balanced pure-SSE", "stage2 balanced e
                "KMC n_init=10 [min,max]", "KMC n_init=10 equal")
 #: many-groups sizes for which KMC per group is run too
 KMC_MANY_MAX = 100_000
-#: the short stage2 runs that decide a time target (5k, one or many groups) run this many
-#: times; the row reports the median wall time (and min–max)
+#: stage2's fits and the short stage2 runs that decide a time target (5k, one or many groups)
+#: run this many times; the row reports the median (and min–max)
 REPEATS = 3
 SEED = 0
 
