@@ -9,7 +9,19 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from stage2.clustering import ALGORITHMS, BatchingProblem, make_batcher, within_batch_sse
-from stage2.clustering.assignment import assign_exact, flows_to_labels, squared_distances
+from stage2.clustering.assignment import (
+    SizeModel,
+    assign_exact,
+    flow_cost,
+    flows_to_labels,
+    labels_to_flows,
+    lloyd_rounds,
+    squared_distances,
+)
+from stage2.clustering.balanced import initial_centroids
+from stage2.clustering.base import collapse, objective
+from stage2.clustering.local_search import chunk_moves
+from stage2.clustering.random_swap import random_swap
 from stage2.errors import ConfigurationError
 from stage2.sizing import balanced_sizes
 
@@ -111,3 +123,104 @@ def test_within_batch_sse_equals_course_sse_formula():
         e = members.sum(axis=0)
         formula += float(np.sum(e * (1 - e / len(members))))
     assert within_batch_sse(features, labels, 4) == pytest.approx(formula)
+
+
+# ------------------------------------------------------------------ engine parts of `balanced`
+
+
+def _flexible_problem(seed: int = 3, n: int = 240, k: int = 8, lo: int = 20, hi: int = 40):
+    rng = np.random.default_rng(seed)
+    # few distinct course sets, repeated: the structure of real enrolment data
+    prototypes = (rng.random((12, 10)) < 0.35).astype(float)
+    features = prototypes[rng.integers(0, 12, n)]
+    return features, SizeModel(balanced_sizes(n, k), lo, hi, 0.0)
+
+
+def test_lloyd_rounds_never_raise_the_objective_and_keep_sizes_admissible():
+    features, sizes = _flexible_problem()
+    data = collapse(features)
+    centroids = initial_centroids(data.points, data.counts, sizes.n_batches, seed=0)
+    first = assign_exact(data.points, data.counts, centroids, sizes)
+    flows, cost = lloyd_rounds(data.points, data.counts, centroids, sizes, max_iter=30, n_candidates=None, tol=0.0)
+    assert cost <= flow_cost(data.points, first, sizes) + 1e-9
+    assert cost == pytest.approx(objective(features, flows_to_labels(flows, data.inverse), sizes))
+    assert sizes.admits(flows.sum(axis=0))
+    assert np.array_equal(flows.sum(axis=1), data.counts)
+
+
+def test_labels_to_flows_inverts_flows_to_labels():
+    features, sizes = _flexible_problem()
+    data = collapse(features)
+    flows = assign_exact(data.points, data.counts, initial_centroids(data.points, data.counts, sizes.n_batches, 1), sizes)
+    labels = flows_to_labels(flows, data.inverse)
+    assert np.array_equal(labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches), flows)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_random_swap_keeps_sizes_and_never_raises_the_objective(exact):
+    features, sizes = _flexible_problem(n=400, k=20, lo=12, hi=30)
+    if exact:
+        sizes = SizeModel.exact(sizes.planned)
+    data = collapse(features)
+    flows, _ = lloyd_rounds(data.points, data.counts, initial_centroids(data.points, data.counts, sizes.n_batches, 0),
+                            sizes, max_iter=30, n_candidates=None, tol=1e-6)
+    labels = flows_to_labels(flows, data.inverse)
+    before = objective(features, labels, sizes)
+    swapped = random_swap(features, data, labels, sizes, n_trials=200, n_neighbors=3, n_iter=3, n_candidates=None,
+                          tol=1e-6, rng=np.random.default_rng(0))
+    assert sizes.admits(np.bincount(swapped, minlength=sizes.n_batches))
+    assert objective(features, swapped, sizes) <= before + 1e-9
+    again = random_swap(features, data, labels, sizes, n_trials=200, n_neighbors=3, n_iter=3, n_candidates=None,
+                        tol=1e-6, rng=np.random.default_rng(0))
+    assert np.array_equal(swapped, again)
+
+
+def test_random_swap_separates_two_mixed_batches():
+    # batches 2 and 3 each hold half of track 2 and half of track 3
+    features, track = planted(20, 4, noise=0.0)
+    sizes = SizeModel(np.full(4, 20), 10, 30, 0.0)
+    data = collapse(features)
+    stuck = np.where(track == 3, 2, track)
+    stuck[np.flatnonzero(track == 2)[:10]] = 3
+    stuck[np.flatnonzero(track == 3)[:10]] = 3
+    assert sizes.admits(np.bincount(stuck, minlength=4))
+    improved = random_swap(features, data, stuck, sizes, n_trials=40, n_neighbors=3, n_iter=3, n_candidates=None,
+                           tol=1e-6, rng=np.random.default_rng(0))
+    assert objective(features, improved, sizes) < objective(features, stuck, sizes) - 1.0
+
+
+def test_chunk_moves_move_identical_students_together():
+    # a batch holds 6 copies of course set A beside its 10 B students; the other batch is all
+    # A: one student moved alone raises the cost, all 6 moved together lower it
+    a, b = np.array([1.0, 1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0, 1.0])
+    features = np.vstack([np.tile(a, (6, 1)), np.tile(b, (10, 1)), np.tile(a, (14, 1))])
+    labels = np.repeat([0, 0, 1], [6, 10, 14])
+    sizes = SizeModel(np.array([15, 15]), 10, 20, 0.0)
+    data = collapse(features)
+    flows = labels_to_flows(labels, data.inverse, data.points.shape[0], 2)
+    moved = chunk_moves(data.points, flows, sizes, n_neighbors=1, max_passes=5)
+    new_labels = flows_to_labels(moved, data.inverse)
+    assert sizes.admits(moved.sum(axis=0))
+    assert objective(features, new_labels, sizes) < objective(features, labels, sizes)
+    assert within_batch_sse(features, new_labels, 2) == pytest.approx(0.0)
+
+
+def test_chunk_moves_respect_bounds_and_leave_exact_sizes_alone():
+    features, sizes = _flexible_problem(n=240, k=8, lo=28, hi=32)
+    data = collapse(features)
+    flows, _ = lloyd_rounds(data.points, data.counts, initial_centroids(data.points, data.counts, 8, 0), sizes,
+                            max_iter=30, n_candidates=None, tol=1e-6)
+    moved = chunk_moves(data.points, flows, sizes)
+    assert sizes.admits(moved.sum(axis=0))
+    assert flow_cost(data.points, moved, sizes) <= flow_cost(data.points, flows, sizes) + 1e-9
+    exact = SizeModel.exact(sizes.planned)
+    assert chunk_moves(data.points, flows, exact) is flows
+
+
+def test_balanced_beats_its_own_start_on_a_group_with_many_batches():
+    # 30 batches: random swap runs (a trial re-solves fewer batches than the group has)
+    features, sizes = _flexible_problem(seed=5, n=900, k=30, lo=15, hi=45)
+    with_swaps = make_batcher({"name": "balanced"}).fit_predict(BatchingProblem(features, sizes, seed=0))
+    without = make_batcher({"name": "balanced", "swap_trials": 0}).fit_predict(BatchingProblem(features, sizes, seed=0))
+    assert sizes.admits(np.bincount(with_swaps, minlength=30))
+    assert objective(features, with_swaps, sizes) <= objective(features, without, sizes) + 1e-9

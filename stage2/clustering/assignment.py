@@ -55,6 +55,14 @@ class SizeModel:
     def n_batches(self) -> int:
         return int(self.planned.size)
 
+    def restricted(self, batches: np.ndarray) -> "SizeModel":
+        """The model of the sub-problem over ``batches`` only (same bounds and price; the
+        students of those batches are redistributed among them)."""
+        planned = self.planned[batches]
+        if self.is_exact:
+            return SizeModel.exact(planned)
+        return SizeModel(planned, self.min_size, self.max_size, self.deviation_cost)
+
     def penalty(self, sizes: np.ndarray) -> float:
         if self.is_exact:
             return 0.0
@@ -107,8 +115,11 @@ def assign_exact(
     Σ F · ||point − centroid||² + the model's size penalty."""
     model = as_size_model(sizes)
     n_points, n_batches = points.shape[0], centroids.shape[0]
-    if int(counts.sum()) != int(model.planned.sum()):
+    total = int(counts.sum())
+    if model.is_exact and total != int(model.planned.sum()):
         raise ValueError("counts and sizes must have the same total")
+    if not model.is_exact and not n_batches * model.min_size <= total <= n_batches * model.max_size:
+        raise ValueError("counts cannot fill the batches within [min_size, max_size]")
     if n_batches == 1:
         return counts.reshape(-1, 1).astype(np.int64)
     d2 = squared_distances(points, centroids)
@@ -202,6 +213,13 @@ def flows_to_labels(flows: np.ndarray, inverse: np.ndarray) -> np.ndarray:
     return labels
 
 
+def labels_to_flows(labels: np.ndarray, inverse: np.ndarray, n_points: int, n_batches: int) -> np.ndarray:
+    """Flows (points × batches) of a labelling of the students of collapsed points."""
+    flows = np.zeros((n_points, n_batches), dtype=np.int64)
+    np.add.at(flows, (inverse, labels), 1)
+    return flows
+
+
 def centroids_from_flows(points: np.ndarray, flows: np.ndarray) -> np.ndarray:
     sizes = flows.sum(axis=0).astype(np.float64)
     return (flows.T.astype(np.float64) @ points) / np.maximum(sizes, 1.0)[:, None]
@@ -210,6 +228,42 @@ def centroids_from_flows(points: np.ndarray, flows: np.ndarray) -> np.ndarray:
 def flow_cost(points: np.ndarray, flows: np.ndarray, model: SizeModel | None = None) -> float:
     """Within-batch SSE of the assignment ``flows`` (with the batches' own means), plus the
     size penalty of ``model``."""
-    centroids = centroids_from_flows(points, flows)
-    sse = float(np.sum(flows * squared_distances(points, centroids)))
-    return sse + (model.penalty(flows.sum(axis=0)) if model is not None else 0.0)
+    return _cost_and_means(points, flows, model)[0]
+
+
+def _cost_and_means(points: np.ndarray, flows: np.ndarray, model: SizeModel | None) -> tuple[float, np.ndarray]:
+    """(SSE + penalty, batch means): SSE = Σ_b (Σ f·||x||² − ||Σ f·x||² / s_b), no distances."""
+    weights = flows.astype(np.float64)
+    sizes = weights.sum(axis=0)
+    sums = weights.T @ points
+    row_sq = np.einsum("ij,ij->i", points, points)
+    nonempty = sizes > 0
+    sse = float(row_sq @ weights.sum(axis=1)) - float(
+        np.sum(np.einsum("ij,ij->i", sums[nonempty], sums[nonempty]) / sizes[nonempty]))
+    penalty = model.penalty(flows.sum(axis=0)) if model is not None else 0.0
+    return max(sse, 0.0) + penalty, sums / np.maximum(sizes, 1.0)[:, None]
+
+def lloyd_rounds(
+    points: np.ndarray,
+    counts: np.ndarray,
+    centroids: np.ndarray,
+    sizes: SizeModel,
+    *,
+    max_iter: int,
+    n_candidates: int | None,
+    tol: float,
+) -> tuple[np.ndarray, float]:
+    """k-means rounds from ``centroids``: exact size-constrained assignment, then the batches'
+    means, until the objective (SSE + size penalty) falls by less than ``tol`` (relative) or
+    ``max_iter`` assignments are done. Returns the best flows and their objective."""
+    flows = assign_exact(points, counts, centroids, sizes, n_candidates)
+    cost, means = _cost_and_means(points, flows, sizes)
+    for _ in range(max_iter - 1):
+        new_flows = assign_exact(points, counts, means, sizes, n_candidates)
+        new_cost, new_means = _cost_and_means(points, new_flows, sizes)
+        improved = new_cost < cost - tol * max(cost, 1e-12)
+        if new_cost < cost:
+            flows, cost, means = new_flows, new_cost, new_means
+        if not improved:
+            break
+    return flows, cost

@@ -1,11 +1,18 @@
 """``balanced``: stage2's own engine.
 
 Size-constrained k-means on the group's distinct feature rows (students with the same course
-set and soft-rule values are one weighted point): k-means++ seeding, then rounds of an exact
-min-cost-flow assignment under the group's size model followed by a centroid update, until the
-cost stops falling; then local search with exact deltas (swaps, and moves when sizes are
-flexible) on the students. ``n_init`` restarts (fewer on large groups: at most
-``restart_budget`` student-restarts per group); the lowest objective is kept.
+set and soft-rule values are one weighted point):
+
+1. restarts: k-means++ seeds, then rounds of an exact min-cost-flow assignment under the
+   group's size model and a centroid update until the cost stops falling, each polished (3);
+   ``n_init`` of them, fewer on large groups (at most ``restart_budget`` student-restarts per
+   group); the lowest objective is kept;
+2. random swap on the best (:mod:`stage2.clustering.random_swap`): ``swap_trials`` local
+   trials per batch in ``swap_rounds`` rounds, each round followed by k-means rounds on the
+   whole group; only in groups with more than ``2 * swap_neighbors + 2`` batches, where a trial
+   re-solves part of the group (in smaller ones a trial is a restart, and restarts are cheaper);
+3. polish: moves of identical students together (:func:`~stage2.clustering.local_search.chunk_moves`)
+   and local search with exact deltas (swaps, and moves when sizes are flexible).
 """
 
 from __future__ import annotations
@@ -14,14 +21,16 @@ import numpy as np
 
 from stage2.clustering.assignment import (
     SizeModel,
-    assign_exact,
     centroids_from_flows,
     flow_cost,
     flows_to_labels,
+    labels_to_flows,
+    lloyd_rounds,
     squared_distances,
 )
-from stage2.clustering.base import Batcher, BatchingProblem, collapse, objective
-from stage2.clustering.local_search import local_search
+from stage2.clustering.base import Batcher, BatchingProblem, CollapsedPoints, collapse, objective
+from stage2.clustering.local_search import chunk_moves, local_search
+from stage2.clustering.random_swap import random_swap
 
 
 def initial_centroids(points: np.ndarray, counts: np.ndarray, n_batches: int, seed: int) -> np.ndarray:
@@ -71,14 +80,18 @@ class BalancedBatcher(Batcher):
     def __init__(
         self,
         *,
-        n_init: int = 3,
-        restart_budget: int = 20_000,
+        n_init: int = 6,
+        restart_budget: int = 5_000,
         max_iter: int = 30,
         n_candidates: int = 24,
         tol: float = 1e-6,
         local_search: bool = True,
         n_neighbors: int = 6,
         max_passes: int = 20,
+        swap_trials: float = 4.0,
+        swap_neighbors: int = 6,
+        swap_iter: int = 3,
+        swap_rounds: int = 3,
     ) -> None:
         super().__init__(n_init=n_init, max_iter=max_iter)
         self.restart_budget = restart_budget
@@ -87,6 +100,10 @@ class BalancedBatcher(Batcher):
         self.local_search = local_search
         self.n_neighbors = n_neighbors
         self.max_passes = max_passes
+        self.swap_trials = swap_trials
+        self.swap_neighbors = swap_neighbors
+        self.swap_iter = swap_iter
+        self.swap_rounds = swap_rounds
 
     def fit_predict(self, problem: BatchingProblem) -> np.ndarray:
         sizes = problem.sizes
@@ -102,19 +119,52 @@ class BalancedBatcher(Batcher):
         return self._fit(problem.features, sizes, problem.seed)
 
     def _fit(self, features: np.ndarray, sizes: SizeModel, seed: int) -> np.ndarray:
+        """Restarts (k-means rounds from k-means++ seeds, polished) pick the best start; random
+        swap improves it; a last polish (moves of identical students together, local search)."""
         data = collapse(features)
         seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=self._restarts(features.shape[0]))
-        best_labels, best_cost = None, np.inf
+        labels, cost = None, np.inf
         for restart_seed in seeds:
-            flows, cost = self._lloyd(data.points, data.counts, sizes, int(restart_seed))
-            labels = flows_to_labels(flows, data.inverse)
-            if self.local_search:
-                labels = local_search(features, labels, sizes, n_neighbors=self.n_neighbors,
-                                      max_passes=self.max_passes)
-                cost = objective(features, labels, sizes)
-            if best_labels is None or cost < best_cost - 1e-9 * max(1.0, abs(cost)):
-                best_labels, best_cost = labels, cost
-        return best_labels
+            centroids = initial_centroids(data.points, data.counts, sizes.n_batches, int(restart_seed))
+            flows, _ = self._lloyd(data.points, data.counts, centroids, sizes)
+            new_labels = self._polish(features, data, flows, sizes)
+            new_cost = objective(features, new_labels, sizes)
+            if labels is None or new_cost < cost - 1e-9 * max(1.0, abs(cost)):
+                labels, cost = new_labels, new_cost
+        if self.swap_trials > 0 and sizes.n_batches > 2 * self.swap_neighbors + 2:
+            # only where a trial is local (it re-solves fewer batches than the group has); in
+            # smaller groups a trial is a whole-group restart, and restarts are cheaper there
+            flows = labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches)
+            flows = self._random_swap(features, data, flows, sizes, np.random.default_rng((seed, 1)))
+            new_labels = self._polish(features, data, flows, sizes)
+            if objective(features, new_labels, sizes) < cost:
+                labels = new_labels
+        return labels
+
+    def _polish(self, features: np.ndarray, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel) -> np.ndarray:
+        """Labels of ``flows`` after moves of identical students together and local search."""
+        if not self.local_search:
+            return flows_to_labels(flows, data.inverse)
+        flows = chunk_moves(data.points, flows, sizes, n_neighbors=self.n_neighbors, max_passes=self.max_passes)
+        labels = flows_to_labels(flows, data.inverse)
+        return local_search(features, labels, sizes, n_neighbors=self.n_neighbors, max_passes=self.max_passes)
+
+    def _random_swap(self, features: np.ndarray, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel,
+                     rng: np.random.Generator) -> np.ndarray:
+        """``swap_rounds`` × (random-swap trials, then k-means rounds on the whole group)."""
+        n_trials = int(round(self.swap_trials * sizes.n_batches))
+        rounds = max(1, self.swap_rounds)
+        for round_index in range(rounds if n_trials > 0 else 0):
+            share = n_trials // rounds + (1 if round_index < n_trials % rounds else 0)
+            labels = random_swap(features, data, flows_to_labels(flows, data.inverse), sizes, n_trials=share,
+                                 n_neighbors=self.swap_neighbors, n_iter=self.swap_iter,
+                                 n_candidates=self.n_candidates, tol=self.tol, rng=rng)
+            swapped = labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches)
+            # the trials moved centroids locally; global rounds from there (kept only if better:
+            # the restricted candidate arcs could in principle miss the current assignment)
+            new_flows, new_cost = self._lloyd(data.points, data.counts, centroids_from_flows(data.points, swapped), sizes)
+            flows = new_flows if new_cost < flow_cost(data.points, swapped, sizes) else swapped
+        return flows
 
     def _restarts(self, n_students: int) -> int:
         """``n_init`` restarts, fewer for large groups: at most ``restart_budget`` student-
@@ -123,17 +173,6 @@ class BalancedBatcher(Batcher):
             return self.n_init
         return int(min(self.n_init, max(1, self.restart_budget // max(n_students, 1))))
 
-    def _lloyd(self, points: np.ndarray, counts: np.ndarray, sizes: SizeModel, seed: int) -> tuple[np.ndarray, float]:
-        centroids = initial_centroids(points, counts, sizes.n_batches, seed)
-        flows = assign_exact(points, counts, centroids, sizes, self.n_candidates)
-        cost = flow_cost(points, flows, sizes)
-        for _ in range(self.max_iter - 1):
-            centroids = centroids_from_flows(points, flows)
-            new_flows = assign_exact(points, counts, centroids, sizes, self.n_candidates)
-            new_cost = flow_cost(points, new_flows, sizes)
-            if new_cost >= cost - self.tol * max(cost, 1e-12):
-                if new_cost < cost:
-                    flows, cost = new_flows, new_cost
-                break
-            flows, cost = new_flows, new_cost
-        return flows, cost
+    def _lloyd(self, points: np.ndarray, counts: np.ndarray, centroids: np.ndarray, sizes: SizeModel):
+        return lloyd_rounds(points, counts, centroids, sizes, max_iter=self.max_iter,
+                            n_candidates=self.n_candidates, tol=self.tol)

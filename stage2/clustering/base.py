@@ -86,8 +86,10 @@ def objective(features: np.ndarray, labels: np.ndarray, sizes: SizeModel) -> flo
 def within_batch_sse(features: np.ndarray, labels: np.ndarray, n_batches: int) -> float:
     """Σ_b Σ_{i in b} ||x_i − mean_b||², computed without an n × n matrix."""
     counts = np.bincount(labels, minlength=n_batches).astype(np.float64)
-    sums = np.zeros((n_batches, features.shape[1]))
-    np.add.at(sums, labels, features)
-    total_sq = float(np.einsum("ij,ij->", features, features))
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=n_batches))[:-1]])
     nonempty = counts > 0
-    return total_sq - float(np.sum(np.einsum("ij,ij->i", sums[nonempty], sums[nonempty]) / counts[nonempty]))
+    # per-batch sums by a segmented reduction (np.add.at is slow)
+    sums = np.add.reduceat(features[order], starts[nonempty], axis=0) if nonempty.any() else np.zeros((0, features.shape[1]))
+    total_sq = float(np.einsum("ij,ij->", features, features))
+    return total_sq - float(np.sum(np.einsum("ij,ij->i", sums, sums) / counts[nonempty]))

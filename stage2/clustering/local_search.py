@@ -118,12 +118,14 @@ def neighbour_pairs(means: np.ndarray, n_neighbors: int) -> np.ndarray:
     """Unordered pairs (a, b), a < b, of each batch with its nearest batches by mean."""
     n_batches = means.shape[0]
     m = min(n_neighbors, n_batches - 1)
+    if m == n_batches - 1:  # every pair
+        return np.stack(np.triu_indices(n_batches, 1), axis=1).astype(np.int64)
     d2 = squared_distances(means, means)
     np.fill_diagonal(d2, np.inf)
-    nearest = np.argsort(d2, axis=1, kind="stable")[:, :m]
+    nearest = np.argsort(d2, axis=1, kind="stable")[:, :m].reshape(-1)
     a = np.repeat(np.arange(n_batches), m)
-    pairs = np.unique(np.sort(np.stack([a, nearest.reshape(-1)], axis=1), axis=1), axis=0)
-    return pairs.astype(np.int64)
+    keys = np.unique(np.minimum(a, nearest) * n_batches + np.maximum(a, nearest))
+    return np.stack([keys // n_batches, keys % n_batches], axis=1).astype(np.int64)
 
 
 def local_search(
@@ -157,3 +159,94 @@ def local_search(
     for b in range(n_batches):
         new_labels[slots[b, : counts[b]]] = b
     return new_labels
+
+
+@njit(cache=True, nogil=True)
+def _chunk_passes(P, F, sums, sizes, neighbours, planned, min_size, max_size, deviation_cost, max_passes, tol):
+    """Moves of ``m`` identical students (``m`` ≤ the point's students in the batch) from a
+    batch to a neighbouring batch, best ``m`` and target per (point, batch), applied while they
+    lower SSE + penalty. ``F`` (points × batches flows), ``sums`` and ``sizes`` updated in place."""
+    n_points, n_batches = F.shape
+    point_sq = np.empty(n_points)
+    scale = 0.0
+    for p in range(n_points):
+        point_sq[p] = P[p] @ P[p]
+        for b in range(n_batches):
+            scale += F[p, b] * point_sq[p]
+    sum_sq = np.empty(n_batches)
+    for b in range(n_batches):
+        sum_sq[b] = sums[b] @ sums[b]
+    total_gain = 0.0
+    for _ in range(max_passes):
+        pass_gain = 0.0
+        for p in range(n_points):
+            x = P[p]
+            for a in range(n_batches):
+                count = F[p, a]
+                if count == 0:
+                    continue
+                sa = sizes[a]
+                dot_a = x @ sums[a]
+                best, best_b, best_m = 0.0, -1, 0
+                for t in range(neighbours.shape[1]):
+                    b = neighbours[a, t]
+                    sb = sizes[b]
+                    most = min(count, sa - min_size, max_size - sb)
+                    if most <= 0:
+                        continue
+                    dot_b = x @ sums[b]
+                    before = sum_sq[a] / sa + sum_sq[b] / sb
+                    for m in range(1, most + 1):
+                        new_a = sum_sq[a] - 2.0 * m * dot_a + m * m * point_sq[p]
+                        new_b = sum_sq[b] + 2.0 * m * dot_b + m * m * point_sq[p]
+                        after = new_b / (sb + m) + (new_a / (sa - m) if sa > m else 0.0)
+                        # SSE = Σ||x||² − Σ_b ||S_b||²/s_b; Σ||x||² does not change
+                        delta = before - after
+                        delta += deviation_cost * ((sa - m - planned[a]) ** 2 - (sa - planned[a]) ** 2
+                                                   + (sb + m - planned[b]) ** 2 - (sb - planned[b]) ** 2)
+                        if delta < best:
+                            best, best_b, best_m = delta, b, m
+                if best_b < 0 or best >= -1e-10:
+                    continue
+                F[p, a] -= best_m
+                F[p, best_b] += best_m
+                sums[a] -= best_m * x
+                sums[best_b] += best_m * x
+                sizes[a] -= best_m
+                sizes[best_b] += best_m
+                sum_sq[a] = sums[a] @ sums[a]
+                sum_sq[best_b] = sums[best_b] @ sums[best_b]
+                pass_gain -= best
+        total_gain += pass_gain
+        if pass_gain <= tol * max(scale, 1e-12):
+            break
+    return total_gain
+
+
+def chunk_moves(
+    points: np.ndarray,
+    flows: np.ndarray,
+    sizes: SizeModel,
+    *,
+    n_neighbors: int = 6,
+    max_passes: int = 20,
+    tol: float = 1e-7,
+) -> np.ndarray:
+    """Improve ``flows`` (collapsed points × batches) by moving several identical students at
+    once, which single-student moves cannot (moving one of 16 identical students raises the
+    cost, moving all 16 may lower it). Flexible size models only; returns new flows."""
+    n_batches = sizes.n_batches
+    if n_batches < 2 or sizes.is_exact:
+        return flows
+    P = np.ascontiguousarray(points, dtype=np.float64)
+    F = flows.astype(np.int64, copy=True)
+    batch_sizes = F.sum(axis=0)
+    sums = F.T.astype(np.float64) @ P
+    means = sums / np.maximum(batch_sizes, 1)[:, None]
+    m = min(n_neighbors, n_batches - 1)
+    d2 = squared_distances(means, means)
+    np.fill_diagonal(d2, np.inf)
+    neighbours = np.ascontiguousarray(np.argsort(d2, axis=1, kind="stable")[:, :m]).astype(np.int64)
+    _chunk_passes(P, F, sums, batch_sizes, neighbours, sizes.planned.astype(np.float64), sizes.min_size,
+                  sizes.max_size, float(sizes.deviation_cost), max_passes, tol)
+    return F

@@ -85,9 +85,9 @@ class AlgorithmConfig:
 class BalancedConfig(AlgorithmConfig):
     name: str = "balanced"
     #: restarts at most; fewer on large groups (``restart_budget``)
-    n_init: int = 3
+    n_init: int = 6
     #: student-restarts per group: a group of n students gets max(1, min(n_init, budget // n))
-    restart_budget: int = 20_000
+    restart_budget: int = 5_000
     max_iter: int = 30
     #: arcs per point in the size-constrained assignment: its nearest centroids
     n_candidates: int = 24
@@ -98,6 +98,14 @@ class BalancedConfig(AlgorithmConfig):
     #: batches each batch exchanges students with in the local search
     n_neighbors: int = 6
     max_passes: int = 20
+    #: random-swap trials per batch in each restart (0: none); see stage2.clustering.random_swap
+    swap_trials: float = 4.0
+    #: batches nearest to the relocated centroid (and to the removed one) that a trial re-solves
+    swap_neighbors: int = 6
+    #: k-means rounds per trial
+    swap_iter: int = 3
+    #: the trials are split into this many rounds, each followed by k-means rounds on the group
+    swap_rounds: int = 3
 
 
 @dataclass
