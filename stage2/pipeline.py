@@ -18,7 +18,6 @@ CSV.
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from stage2 import __version__
 from stage2.allocation import Allocation, allocate_rooms, home_rooms
 from stage2.checkpoints import CheckpointStore, checkpoint_key
 from stage2.clustering.groups import cluster_groups
+from stage2.memory import peak_rss_mb
 from stage2.config import BatchingSettings, build_settings, register_configs, register_resolvers
 from stage2.contract import load_institution, validate_output_tables
 from stage2.contract.invariants import check_invariants
@@ -105,11 +105,6 @@ def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = N
         return compose(config_name="config", overrides=list(overrides))
 
 
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 class StageTimer:
     """Wall time per stage, in seconds, logged as ``stage_done`` events with peak memory and
     shown as a progress display on a terminal."""
@@ -129,7 +124,7 @@ class StageTimer:
         if self.progress is not None:
             self.progress.done(name, self.runtimes[name])
         audit("stage_done", "stage %s done in %.3f s", name, self.runtimes[name], stage=name,
-              seconds=round(self.runtimes[name], 4), peak_memory_mb=round(peak_memory_mb(), 1))
+              seconds=round(self.runtimes[name], 4), peak_memory_mb=round(peak_rss_mb(), 1))
 
 
 def shift_preference_counts(active: pd.DataFrame, batch_of_student: np.ndarray, n_batches: int,
@@ -341,7 +336,8 @@ def _run(cfg: DictConfig, out: Path, context: dict[str, Any], progress: Any = No
             audit("warning", "%s", message, level=logging.WARNING)
         runtimes = dict(timer.runtimes)
         quality.metrics["runtime_s"] = time.perf_counter() - started
-        quality.metrics["peak_memory_mb"] = peak_memory_mb()
+        quality.metrics["peak_memory_mb"] = peak_rss_mb()
+        quality.metrics["peak_memory_workers_mb"] = clustering.workers_peak_mb
         for stage, seconds in runtimes.items():
             quality.metrics[f"runtime_s.{stage}"] = seconds
         report = _quality_report(run.run_id, settings, input_dir, data, quality, plan, allocation, warnings, resolved)

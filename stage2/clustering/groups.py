@@ -2,7 +2,8 @@
 
 Groups are independent, so with ``n_jobs != 1`` and enough students they are spread over
 worker processes (joblib). Each group's seed is ``seed + group index``, so the result does
-not depend on how groups are scheduled.
+not depend on how groups are scheduled. The workers are shut down when the stage ends: idle,
+they would hold their memory through the later stages.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
 
 from stage2.clustering import Batcher, BatchingProblem, make_batcher
 from stage2.clustering.assignment import SizeModel
 from stage2.config.settings import BatchingSettings
 from stage2.features import SoftRuleFeatures, course_matrix, group_features
+from stage2.memory import process_peak, workers_peak_mb
 from stage2.sizing import STATUS_OK, BatchPlan, GroupPlan
 
 #: below this many students, starting worker processes costs more than it saves
@@ -35,6 +38,8 @@ class Clustering:
     batch_of_student: np.ndarray
     #: group index of each batch
     batch_group: np.ndarray
+    #: summed peak resident memory of the worker processes used (0 when none), MiB
+    workers_peak_mb: float = 0.0
 
 
 def size_model(group: GroupPlan, settings: BatchingSettings) -> SizeModel:
@@ -50,6 +55,10 @@ def _fit(batcher: Batcher, problem: BatchingProblem) -> np.ndarray:
     if not problem.sizes.admits(np.bincount(labels, minlength=problem.n_batches)):
         raise RuntimeError(f"{batcher!r} returned inadmissible batch sizes")
     return labels
+
+
+def _fit_in_worker(batcher: Batcher, problem: BatchingProblem) -> tuple[np.ndarray, tuple[int, float]]:
+    return _fit(batcher, problem), process_peak()
 
 
 def cluster_groups(
@@ -75,8 +84,14 @@ def cluster_groups(
             yield BatchingProblem(features, size_model(group, settings), seed=settings.seed + group.group_index)
 
     parallel = n_jobs != 1 and len(to_cluster) > 1 and len(active) >= PARALLEL_MIN_STUDENTS
+    workers_peak = 0.0
     if parallel:
-        results = Parallel(n_jobs=n_jobs, batch_size="auto")(delayed(_fit)(batcher, p) for p in problems())
+        try:
+            outcomes = Parallel(n_jobs=n_jobs, batch_size="auto")(delayed(_fit_in_worker)(batcher, p) for p in problems())
+        finally:
+            get_reusable_executor().shutdown(wait=True)
+        results = [labels for labels, _ in outcomes]
+        workers_peak = workers_peak_mb([peak for _, peak in outcomes])
     else:
         results = [_fit(batcher, p) for p in problems()]
     labels_of = {g.group_index: labels for g, labels in zip(to_cluster, results)}
@@ -92,4 +107,4 @@ def cluster_groups(
         rank[np.argsort(first, kind="stable")] = np.arange(group.n_batches)
         batch_of_student[group.student_index] = len(batch_group) + rank[labels]
         batch_group.extend([group.group_index] * group.n_batches)
-    return Clustering(batch_of_student, np.asarray(batch_group, dtype=np.int64))
+    return Clustering(batch_of_student, np.asarray(batch_group, dtype=np.int64), workers_peak)

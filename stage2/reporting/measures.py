@@ -39,7 +39,8 @@ QUALITY_MEASURES: dict[str, tuple[str, str]] = {
     "room_placement_rate": ("higher", "batches with a room and shift"),
     "silhouette_score": ("higher", "separation of the batches' course sets"),
     "runtime_s": ("lower", "wall time of the run, seconds"),
-    "peak_memory_mb": ("lower", "peak resident memory, MiB"),
+    "peak_memory_mb": ("lower", "peak resident memory of the stage2 process (VmHWM), MiB"),
+    "peak_memory_workers_mb": ("lower", "summed peak resident memory of the clustering worker processes, MiB"),
 }
 #: measures that must be exactly zero
 ZERO_MEASURES = ("size_bound_violations", "hard_constraint_violations")

@@ -1,0 +1,55 @@
+"""The clustering stage over every group: worker processes, their memory and their shutdown."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stage2.allocation import home_rooms
+from stage2.clustering import groups as clustering_groups
+from stage2.config import build_settings
+from stage2.contract import load_institution
+from stage2.sizing import plan_batches
+
+
+def _worker_pids() -> set[int]:
+    """Live loky worker processes started by this process, from /proc (the small resource
+    tracker processes joblib keeps for the session are not workers)."""
+    workers = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"LokyProcess" in cmdline:
+            workers.add(int(stat.parent.name))
+    return workers
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_parallel_groups_match_sequential_and_workers_are_shut_down(make_institution_dir, compose_config, monkeypatch):
+    input_dir = make_institution_dir(900, seed=4)
+    cfg = compose_config([f"data.input_dir={input_dir}"])
+    data = load_institution(input_dir)
+    settings = build_settings(cfg, data)
+    rooms = home_rooms(data.rooms, None)
+    plan = plan_batches(data.active_students, settings, int(rooms["capacity"].max()))
+    algorithm = {"name": "balanced"}
+
+    sequential = clustering_groups.cluster_groups(data.active_students, data.active_enrollments, plan, settings,
+                                                  algorithm, n_jobs=1)
+    # the stage parallelises from PARALLEL_MIN_STUDENTS students; lower it so 900 are enough
+    monkeypatch.setattr(clustering_groups, "PARALLEL_MIN_STUDENTS", 0)
+    parallel = clustering_groups.cluster_groups(data.active_students, data.active_enrollments, plan, settings,
+                                                algorithm, n_jobs=2)
+
+    assert np.array_equal(parallel.batch_of_student, sequential.batch_of_student)
+    assert np.array_equal(parallel.batch_group, sequential.batch_group)
+    assert sequential.workers_peak_mb == 0.0
+    # two worker processes, each at least an interpreter with numpy (> 20 MiB)
+    assert parallel.workers_peak_mb > 40.0
+    assert _worker_pids() == set()
