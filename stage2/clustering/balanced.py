@@ -92,6 +92,7 @@ class BalancedBatcher(Batcher):
         swap_neighbors: int = 6,
         swap_iter: int = 3,
         swap_rounds: int = 3,
+        swap_max_trials: int = 2000,
     ) -> None:
         super().__init__(n_init=n_init, max_iter=max_iter)
         self.restart_budget = restart_budget
@@ -104,6 +105,7 @@ class BalancedBatcher(Batcher):
         self.swap_neighbors = swap_neighbors
         self.swap_iter = swap_iter
         self.swap_rounds = swap_rounds
+        self.swap_max_trials = swap_max_trials
 
     def fit_predict(self, problem: BatchingProblem) -> np.ndarray:
         sizes = problem.sizes
@@ -119,27 +121,28 @@ class BalancedBatcher(Batcher):
         return self._fit(problem.features, sizes, problem.seed)
 
     def _fit(self, features: np.ndarray, sizes: SizeModel, seed: int) -> np.ndarray:
-        """Restarts (k-means rounds from k-means++ seeds, polished) pick the best start; random
-        swap improves it; a last polish (moves of identical students together, local search)."""
+        """Restarts pick the best start; random swap improves it; a last polish (moves of
+        identical students together, local search). No step raises the objective."""
         data = collapse(features)
         seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=self._restarts(features.shape[0]))
-        labels, cost = None, np.inf
+        best_flows, best_labels, best_cost = None, None, np.inf
         for restart_seed in seeds:
             centroids = initial_centroids(data.points, data.counts, sizes.n_batches, int(restart_seed))
-            flows, _ = self._lloyd(data.points, data.counts, centroids, sizes)
-            new_labels = self._polish(features, data, flows, sizes)
-            new_cost = objective(features, new_labels, sizes)
-            if labels is None or new_cost < cost - 1e-9 * max(1.0, abs(cost)):
-                labels, cost = new_labels, new_cost
-        if self.swap_trials > 0 and sizes.n_batches > 2 * self.swap_neighbors + 2:
-            # only where a trial is local (it re-solves fewer batches than the group has); in
-            # smaller groups a trial is a whole-group restart, and restarts are cheaper there
-            flows = labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches)
-            flows = self._random_swap(features, data, flows, sizes, np.random.default_rng((seed, 1)))
-            new_labels = self._polish(features, data, flows, sizes)
-            if objective(features, new_labels, sizes) < cost:
-                labels = new_labels
-        return labels
+            flows, cost = self._lloyd(data.points, data.counts, centroids, sizes)
+            labels = None
+            if seeds.size > 1:  # compare restarts on their polished cost
+                labels = self._polish(features, data, flows, sizes)
+                cost = objective(features, labels, sizes)
+            if best_flows is None or cost < best_cost - 1e-9 * max(1.0, abs(cost)):
+                best_flows, best_labels, best_cost = flows, labels, cost
+        if not (self.swap_trials > 0 and sizes.n_batches > 2 * self.swap_neighbors + 2):
+            # random swap only where a trial is local (it re-solves fewer batches than the group
+            # has); in smaller groups a trial is a whole-group restart, and restarts are cheaper
+            return best_labels if best_labels is not None else self._polish(features, data, best_flows, sizes)
+        if best_labels is not None:
+            best_flows = labels_to_flows(best_labels, data.inverse, data.points.shape[0], sizes.n_batches)
+        flows = self._random_swap(features, data, best_flows, sizes, np.random.default_rng((seed, 1)))
+        return self._polish(features, data, flows, sizes)
 
     def _polish(self, features: np.ndarray, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel) -> np.ndarray:
         """Labels of ``flows`` after moves of identical students together and local search."""
@@ -152,7 +155,7 @@ class BalancedBatcher(Batcher):
     def _random_swap(self, features: np.ndarray, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel,
                      rng: np.random.Generator) -> np.ndarray:
         """``swap_rounds`` × (random-swap trials, then k-means rounds on the whole group)."""
-        n_trials = int(round(self.swap_trials * sizes.n_batches))
+        n_trials = int(min(round(self.swap_trials * sizes.n_batches), self.swap_max_trials))
         rounds = max(1, self.swap_rounds)
         for round_index in range(rounds if n_trials > 0 else 0):
             share = n_trials // rounds + (1 if round_index < n_trials % rounds else 0)

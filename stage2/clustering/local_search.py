@@ -22,17 +22,17 @@ from stage2.clustering.assignment import SizeModel, squared_distances
 
 @njit(cache=True, nogil=True)
 def _best_swap(X, sq_norms, members_a, members_b, mean_diff, inv_sum):
-    proj_a = X[members_a] @ mean_diff
-    proj_b = X[members_b] @ mean_diff
+    rows_a = X[members_a]
+    rows_b = X[members_b]
+    proj_a = rows_a @ mean_diff
+    proj_b = rows_b @ mean_diff
+    gram = rows_a @ rows_b.T  # x_i·x_j for every candidate pair, by BLAS
     best, best_i, best_j = 0.0, -1, -1
     for ii in range(members_a.size):
         i = members_a[ii]
         for jj in range(members_b.size):
             j = members_b[jj]
-            dot = 0.0
-            for c in range(X.shape[1]):
-                dot += X[i, c] * X[j, c]
-            delta = 2.0 * (proj_a[ii] - proj_b[jj]) - inv_sum * (sq_norms[i] + sq_norms[j] - 2.0 * dot)
+            delta = 2.0 * (proj_a[ii] - proj_b[jj]) - inv_sum * (sq_norms[i] + sq_norms[j] - 2.0 * gram[ii, jj])
             if delta < best:
                 best, best_i, best_j = delta, ii, jj
     return best, best_i, best_j

@@ -106,6 +106,8 @@ class BalancedConfig(AlgorithmConfig):
     swap_iter: int = 3
     #: the trials are split into this many rounds, each followed by k-means rounds on the group
     swap_rounds: int = 3
+    #: at most this many trials per group (bounds the time of very large groups)
+    swap_max_trials: int = 2000
 
 
 @dataclass
