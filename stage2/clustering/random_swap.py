@@ -1,13 +1,13 @@
 """Random swap (Fränti 2018, "Efficiency of random swap clustering"), local and size-constrained.
 
 k-means rounds stop in the local optimum their seeds lead to; restarting from new seeds
-explores poorly (the scaling benchmark: ten k-means++ restarts stay 3-8 % above
+explores poorly (the scaling benchmark: ten k-means++ restarts stayed 3-8 % above
 k-means-constrained's best of ten). Random swap moves one centroid at a time instead: a trial
-relocates a random batch's centroid onto a random student and re-solves, and is kept only if
-the objective falls.
+relocates a random batch's centroid onto a random course set (a distinct feature row) and
+re-solves, and is kept only if the objective falls.
 
 Here a trial is *local*, so its cost does not grow with the group: only the removed batch, the
-batch of the chosen student and the ``n_neighbors`` batches nearest to each of them take part;
+batch of the chosen row and the ``n_neighbors`` batches nearest to each of them take part;
 their students are redistributed among them by ``n_iter`` k-means rounds with the exact
 size-constrained assignment (the same size model restricted to those batches), and the trial
 is kept if the SSE plus size penalty of those batches falls. Other batches are untouched, so
@@ -66,8 +66,10 @@ def random_swap(
         return labels
     labels = labels.copy()
     totals = _BatchTotals(features, labels, n_batches)
-    n_students = labels.size
-    # draws made up front: the trial sequence depends on the seed only
+    in_region = np.zeros(n_batches, dtype=bool)
+    # draws made up front: the trial sequence depends on the seed only. Targets are distinct
+    # feature rows, equally likely: drawing students would keep proposing the most common
+    # course sets, which already have batches of their own
     removed_batches = rng.integers(0, n_batches, size=n_trials)
     first_student = np.unique(data.inverse, return_index=True)[1]
     chosen_students = first_student[rng.integers(0, first_student.size, size=n_trials)]
@@ -81,7 +83,9 @@ def random_swap(
             continue
         local_sizes = sizes.restricted(region)
         before = totals.sse(region) + local_sizes.penalty(totals.sizes[region])
-        members = np.flatnonzero(np.isin(labels, region))
+        in_region[region] = True
+        members = np.flatnonzero(in_region[labels])
+        in_region[region] = False
         point_ids, local_inverse, local_counts = np.unique(
             data.inverse[members], return_inverse=True, return_counts=True
         )
@@ -97,6 +101,6 @@ def random_swap(
 
 
 def _nearest(means: np.ndarray, point: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` batches whose means are nearest to ``point`` (ties: lower index first)."""
     distances = squared_distances(point[None, :], means)[0]
-    count = min(count, distances.size)
     return np.argsort(distances, kind="stable")[:count]
