@@ -167,7 +167,7 @@ def assign_exact(
     flows = solver.flows(arcs)
     result = np.zeros((n_points, n_batches), dtype=np.int64)
     n_direct = point_idx.size
-    np.add.at(result, (point_idx, batch_idx), flows[:n_direct])
+    result[point_idx, batch_idx] = flows[:n_direct]  # (point, batch) pairs are distinct
     if overflow:
         via_point = flows[n_direct : n_direct + n_points]
         via_batch = flows[n_direct + n_points : n_direct + n_points + n_batches]
@@ -198,7 +198,7 @@ def _transport(d2: np.ndarray, counts: np.ndarray, sizes: np.ndarray) -> np.ndar
     if solver.solve() != solver.OPTIMAL:
         raise Stage2Error("min-cost flow assignment failed", code="CONVERGENCE_FAILURE")
     result = np.zeros((n_points, n_batches), dtype=np.int64)
-    np.add.at(result, (point_idx, batch_idx), solver.flows(arcs))
+    result[point_idx, batch_idx] = solver.flows(arcs)  # (point, batch) pairs are distinct
     return result
 
 
