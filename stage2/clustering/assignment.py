@@ -220,19 +220,15 @@ def labels_to_flows(labels: np.ndarray, inverse: np.ndarray, n_points: int, n_ba
     return flows
 
 
-def centroids_from_flows(points: np.ndarray, flows: np.ndarray) -> np.ndarray:
-    sizes = flows.sum(axis=0).astype(np.float64)
-    return (flows.T.astype(np.float64) @ points) / np.maximum(sizes, 1.0)[:, None]
-
-
 def flow_cost(points: np.ndarray, flows: np.ndarray, model: SizeModel | None = None) -> float:
     """Within-batch SSE of the assignment ``flows`` (with the batches' own means), plus the
     size penalty of ``model``."""
-    return _cost_and_means(points, flows, model)[0]
+    return cost_and_means(points, flows, model)[0]
 
 
-def _cost_and_means(points: np.ndarray, flows: np.ndarray, model: SizeModel | None) -> tuple[float, np.ndarray]:
-    """(SSE + penalty, batch means): SSE = Σ_b (Σ f·||x||² − ||Σ f·x||² / s_b), no distances."""
+def cost_and_means(points: np.ndarray, flows: np.ndarray, model: SizeModel | None = None) -> tuple[float, np.ndarray]:
+    """(SSE + size penalty, batch means) of ``flows``, from the batches' sums alone:
+    SSE = Σ_b (Σ f·||x||² − ||Σ f·x||² / s_b), no distance matrix."""
     weights = flows.astype(np.float64)
     sizes = weights.sum(axis=0)
     sums = weights.T @ points
@@ -240,8 +236,9 @@ def _cost_and_means(points: np.ndarray, flows: np.ndarray, model: SizeModel | No
     nonempty = sizes > 0
     sse = float(row_sq @ weights.sum(axis=1)) - float(
         np.sum(np.einsum("ij,ij->i", sums[nonempty], sums[nonempty]) / sizes[nonempty]))
-    penalty = model.penalty(flows.sum(axis=0)) if model is not None else 0.0
+    penalty = model.penalty(sizes) if model is not None else 0.0
     return max(sse, 0.0) + penalty, sums / np.maximum(sizes, 1.0)[:, None]
+
 
 def lloyd_rounds(
     points: np.ndarray,
@@ -257,10 +254,10 @@ def lloyd_rounds(
     means, until the objective (SSE + size penalty) falls by less than ``tol`` (relative) or
     ``max_iter`` assignments are done. Returns the best flows and their objective."""
     flows = assign_exact(points, counts, centroids, sizes, n_candidates)
-    cost, means = _cost_and_means(points, flows, sizes)
+    cost, means = cost_and_means(points, flows, sizes)
     for _ in range(max_iter - 1):
         new_flows = assign_exact(points, counts, means, sizes, n_candidates)
-        new_cost, new_means = _cost_and_means(points, new_flows, sizes)
+        new_cost, new_means = cost_and_means(points, new_flows, sizes)
         improved = new_cost < cost - tol * max(cost, 1e-12)
         if new_cost < cost:
             flows, cost, means = new_flows, new_cost, new_means

@@ -21,8 +21,7 @@ import numpy as np
 
 from stage2.clustering.assignment import (
     SizeModel,
-    centroids_from_flows,
-    flow_cost,
+    cost_and_means,
     flows_to_labels,
     labels_to_flows,
     lloyd_rounds,
@@ -135,13 +134,12 @@ class BalancedBatcher(Batcher):
                 cost = objective(features, labels, sizes)
             if best_flows is None or cost < best_cost - 1e-9 * max(1.0, abs(cost)):
                 best_flows, best_labels, best_cost = flows, labels, cost
-        if not (self.swap_trials > 0 and sizes.n_batches > 2 * self.swap_neighbors + 2):
-            # random swap only where a trial is local (it re-solves fewer batches than the group
-            # has); in smaller groups a trial is a whole-group restart, and restarts are cheaper
+        n_trials = self._swap_trials(sizes.n_batches)
+        if n_trials == 0:
             return best_labels if best_labels is not None else self._polish(features, data, best_flows, sizes)
         if best_labels is not None:
             best_flows = labels_to_flows(best_labels, data.inverse, data.points.shape[0], sizes.n_batches)
-        flows = self._random_swap(features, data, best_flows, sizes, np.random.default_rng((seed, 1)))
+        flows = self._random_swap(features, data, best_flows, sizes, n_trials, np.random.default_rng((seed, 1)))
         return self._polish(features, data, flows, sizes)
 
     def _polish(self, features: np.ndarray, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel) -> np.ndarray:
@@ -152,12 +150,19 @@ class BalancedBatcher(Batcher):
         labels = flows_to_labels(flows, data.inverse)
         return local_search(features, labels, sizes, n_neighbors=self.n_neighbors, max_passes=self.max_passes)
 
+    def _swap_trials(self, n_batches: int) -> int:
+        """Random-swap trials for a group: ``swap_trials`` per batch, at most ``swap_max_trials``;
+        none unless a trial is local (it re-solves up to ``2 * swap_neighbors + 2`` batches; in
+        smaller groups a trial is a whole-group restart, and restarts are cheaper there)."""
+        if n_batches <= 2 * self.swap_neighbors + 2:
+            return 0
+        return int(max(0, min(round(self.swap_trials * n_batches), self.swap_max_trials)))
+
     def _random_swap(self, features: np.ndarray, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel,
-                     rng: np.random.Generator) -> np.ndarray:
+                     n_trials: int, rng: np.random.Generator) -> np.ndarray:
         """``swap_rounds`` × (random-swap trials, then k-means rounds on the whole group)."""
-        n_trials = int(min(round(self.swap_trials * sizes.n_batches), self.swap_max_trials))
         rounds = max(1, self.swap_rounds)
-        for round_index in range(rounds if n_trials > 0 else 0):
+        for round_index in range(rounds):
             share = n_trials // rounds + (1 if round_index < n_trials % rounds else 0)
             labels = random_swap(features, data, flows_to_labels(flows, data.inverse), sizes, n_trials=share,
                                  n_neighbors=self.swap_neighbors, n_iter=self.swap_iter,
@@ -165,8 +170,9 @@ class BalancedBatcher(Batcher):
             swapped = labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches)
             # the trials moved centroids locally; global rounds from there (kept only if better:
             # the restricted candidate arcs could in principle miss the current assignment)
-            new_flows, new_cost = self._lloyd(data.points, data.counts, centroids_from_flows(data.points, swapped), sizes)
-            flows = new_flows if new_cost < flow_cost(data.points, swapped, sizes) else swapped
+            swapped_cost, swapped_means = cost_and_means(data.points, swapped, sizes)
+            new_flows, new_cost = self._lloyd(data.points, data.counts, swapped_means, sizes)
+            flows = new_flows if new_cost < swapped_cost else swapped
         return flows
 
     def _restarts(self, n_students: int) -> int:

@@ -114,15 +114,22 @@ def _passes(X, slots, sizes, sums, pairs, planned, min_size, max_size, deviation
     return total_gain
 
 
+def nearest_batches(means: np.ndarray, n_neighbors: int) -> np.ndarray:
+    """``nearest[b]``: the ``min(n_neighbors, n_batches - 1)`` other batches whose means are
+    nearest to batch ``b``'s (ties: lower index first)."""
+    m = min(n_neighbors, means.shape[0] - 1)
+    d2 = squared_distances(means, means)
+    np.fill_diagonal(d2, np.inf)
+    return np.ascontiguousarray(np.argsort(d2, axis=1, kind="stable")[:, :m]).astype(np.int64)
+
+
 def neighbour_pairs(means: np.ndarray, n_neighbors: int) -> np.ndarray:
     """Unordered pairs (a, b), a < b, of each batch with its nearest batches by mean."""
     n_batches = means.shape[0]
     m = min(n_neighbors, n_batches - 1)
     if m == n_batches - 1:  # every pair
         return np.stack(np.triu_indices(n_batches, 1), axis=1).astype(np.int64)
-    d2 = squared_distances(means, means)
-    np.fill_diagonal(d2, np.inf)
-    nearest = np.argsort(d2, axis=1, kind="stable")[:, :m].reshape(-1)
+    nearest = nearest_batches(means, n_neighbors).reshape(-1)
     a = np.repeat(np.arange(n_batches), m)
     keys = np.unique(np.minimum(a, nearest) * n_batches + np.maximum(a, nearest))
     return np.stack([keys // n_batches, keys % n_batches], axis=1).astype(np.int64)
@@ -242,11 +249,7 @@ def chunk_moves(
     F = flows.astype(np.int64, copy=True)
     batch_sizes = F.sum(axis=0)
     sums = F.T.astype(np.float64) @ P
-    means = sums / np.maximum(batch_sizes, 1)[:, None]
-    m = min(n_neighbors, n_batches - 1)
-    d2 = squared_distances(means, means)
-    np.fill_diagonal(d2, np.inf)
-    neighbours = np.ascontiguousarray(np.argsort(d2, axis=1, kind="stable")[:, :m]).astype(np.int64)
+    neighbours = nearest_batches(sums / np.maximum(batch_sizes, 1)[:, None], n_neighbors)
     _chunk_passes(P, F, sums, batch_sizes, neighbours, sizes.planned.astype(np.float64), sizes.min_size,
                   sizes.max_size, float(sizes.deviation_cost), max_passes, tol)
     return F
