@@ -7,8 +7,11 @@ Every measured thing runs in its own process so that its wall time and peak RSS 
   included) and save the feature matrix of its one clustered group (course_matrix +
   group_features, no soft rules), the planned sizes, the bounds, λ and the algorithms'
   configured parameters (``conf/algorithm/*.yaml``, what ``python -m stage2`` uses).
-- ``python runner.py fit PREPARED.npz METHOD OUT.json``: load the prepared matrix, time the
-  fit of one METHOD (see :data:`METHODS`) and write fit seconds and quality measures.
+- ``python runner.py fit PREPARED.npz METHOD OUT.json [NAME=VALUE ...]``: load the prepared
+  matrix, time the fit of one METHOD (see :data:`METHODS`) and write fit seconds and quality
+  measures. ``NAME=VALUE`` (a JSON value) overrides a parameter of the method: of stage2's
+  algorithm (``n_candidates=64``, ``swap_max_trials=1000``) or of ``KMeansConstrained``
+  (``random_state=3``); the harness itself passes none.
 - ``python runner.py warmup OVERRIDE...``: compile stage2's numba kernels once (so that no
   measured fit pays a first-ever JIT compilation; loading the compiled cache is still paid by
   every process) and print, as JSON, where stage2 is imported from and which of the given
@@ -184,8 +187,24 @@ def constraint_label(kind: str, meta: dict, planned: np.ndarray) -> str:
                                           floor=int(planned.min()), ceil=int(planned.max()))
 
 
-def fit(prepared: str | Path, method: str) -> dict:
-    """Fit ``method`` on the prepared group; returns the row (fit seconds, quality)."""
+def parse_overrides(args: list[str]) -> dict:
+    """``["n_candidates=64", ...]`` -> ``{"n_candidates": 64, ...}`` (values parsed as JSON)."""
+    overrides = {}
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"expected NAME=VALUE, got {arg!r}")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name] = value
+    return overrides
+
+
+def fit(prepared: str | Path, method: str, overrides: dict | None = None) -> dict:
+    """Fit ``method`` on the prepared group (its parameters updated by ``overrides``); returns
+    the row (fit seconds, quality)."""
+    overrides = overrides or {}
     family, kind, n_init = METHODS[method]
     X, planned, meta = load_prepared(prepared)
     k = int(meta["k"])
@@ -199,7 +218,8 @@ def fit(prepared: str | Path, method: str) -> dict:
             size_min, size_max = lo, hi
         else:
             size_min, size_max = n // k, math.ceil(n / k)
-        model = KMeansConstrained(n_clusters=k, size_min=size_min, size_max=size_max, n_init=n_init, random_state=0)
+        params = {"n_init": n_init, "random_state": 0, **overrides}
+        model = KMeansConstrained(n_clusters=k, size_min=size_min, size_max=size_max, **params)
         started = time.perf_counter()
         model.fit(X)
         fit_s = time.perf_counter() - started
@@ -216,7 +236,7 @@ def fit(prepared: str | Path, method: str) -> dict:
             sizes = SizeModel(planned, lo, hi, 0.0)
         else:
             sizes = SizeModel.exact(planned)
-        batcher = make_batcher(meta["algorithms"][family])
+        batcher = make_batcher({**meta["algorithms"][family], **overrides})
         started = time.perf_counter()
         labels = batcher.fit_predict(BatchingProblem(X, sizes, seed=0))
         fit_s = time.perf_counter() - started
@@ -231,6 +251,8 @@ def fit(prepared: str | Path, method: str) -> dict:
         "rss_before_fit_mb": rss_before,
         "sizes_admissible": admissible,
     }
+    if overrides:
+        row["overrides"] = overrides
     row.update(quality_of(X, labels, k))
     return row
 
@@ -264,7 +286,7 @@ def main(argv: list[str]) -> int:
         meta = prepare(args[0], args[1])
         print(json.dumps(meta))
     elif command == "fit":
-        row = fit(args[0], args[1])
+        row = fit(args[0], args[1], parse_overrides(args[3:]))
         Path(args[2]).write_text(json.dumps(row))
     else:
         raise SystemExit(f"unknown command {command!r}")

@@ -82,3 +82,17 @@ def test_kmc_process_membership_and_evaluation(cache, dataset, section):
     labels = membership["batch"].to_numpy(np.int64)
     assert quality["course_sse"] == pytest.approx(runner.course_sse(X, labels, k), rel=1e-9)
     assert quality["academic_coherence"] == pytest.approx(runner.academic_coherence(X, labels, k), rel=1e-9)
+
+
+def test_fit_overrides_reach_the_method(cache, dataset, section):
+    npz = cache / "prepared" / f"{dataset.name}.npz"
+    assert runner.parse_overrides(["n_candidates=64", "random_state=3", "name=x"]) == {
+        "n_candidates": 64, "random_state": 3, "name": "x"}
+    with pytest.raises(SystemExit):
+        runner.parse_overrides(["n_candidates"])
+    plain = runner.fit(npz, "stage2 balanced pure-SSE")
+    no_polish = runner.fit(npz, "stage2 balanced pure-SSE", {"local_search": False, "swap_trials": 0, "n_init": 1})
+    assert "overrides" not in plain and no_polish["overrides"]["n_init"] == 1
+    assert no_polish["course_sse"] > plain["course_sse"]  # the overrides took effect: less search, worse result
+    seeds = {runner.fit(npz, "KMC n_init=1 [min,max]", {"random_state": s})["course_sse"] for s in range(3)}
+    assert len(seeds) > 1  # and KMC's seed is really passed on
