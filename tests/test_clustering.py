@@ -10,8 +10,11 @@ from scipy.optimize import linear_sum_assignment
 
 from stage2.clustering import ALGORITHMS, BatchingProblem, make_batcher, within_batch_sse
 from stage2.clustering.assignment import (
+    COST_SCALE,
     SizeModel,
+    as_size_model,
     assign_exact,
+    assign_with_prices,
     flow_cost,
     flows_to_labels,
     labels_to_flows,
@@ -94,16 +97,24 @@ def test_assign_exact_matches_brute_force_assignment():
         assert (flows * d2).sum() == pytest.approx(optimum, abs=1e-3)
 
 
-def test_candidate_restricted_assignment_stays_feasible():
+def test_candidate_restricted_assignment_is_still_the_exact_optimum():
     rng = np.random.default_rng(1)
     points = rng.random((3000, 4))
     counts = np.ones(3000, dtype=np.int64)
     centroids = rng.random((100, 4))
-    sizes = balanced_sizes(3000, 100)
-    flows = assign_exact(points, counts, centroids, sizes, n_candidates=3)
-    assert np.array_equal(flows.sum(axis=0), sizes) and np.array_equal(flows.sum(axis=1), counts)
-    labels = flows_to_labels(flows, np.arange(3000))
-    assert np.array_equal(np.bincount(labels, minlength=100), sizes)
+    d2 = np.rint(squared_distances(points, centroids) * COST_SCALE)
+    # tight sizes: most students cannot get one of their 3 nearest centroids, so the restricted
+    # graph alone is far from optimal; pricing in the missing arcs must reach the full optimum
+    for sizes in (balanced_sizes(3000, 100), SizeModel(balanced_sizes(3000, 100), 25, 35, 0.0)):
+        flows, prices = assign_with_prices(points, counts, centroids, sizes, n_candidates=3)
+        full = assign_exact(points, counts, centroids, sizes, n_candidates=None)
+        assert prices is not None and prices.shape == (100,)
+        assert np.array_equal(flows.sum(axis=1), counts)
+        assert as_size_model(sizes).admits(flows.sum(axis=0))
+        assert (flows * d2).sum() == (full * d2).sum()
+        # warm prices pick candidates good enough that the first restricted graph is near-right
+        warm, _ = assign_with_prices(points, counts, centroids, sizes, n_candidates=3, batch_prices=prices)
+        assert (warm * d2).sum() == (full * d2).sum()
 
 
 def test_unknown_algorithm_and_bad_parameter_are_configuration_errors():

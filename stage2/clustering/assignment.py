@@ -9,11 +9,10 @@ centroids. How many a centroid may receive is a :class:`SizeModel`:
   ``planned[b]`` priced by the convex penalty ``deviation_cost × (s_b − planned_b)²`` (a chain
   of unit arcs of increasing cost from the centroid to a sink).
 
-With every (point, centroid) arc the flow is the exact optimum of the assignment step. When
-there are too many arcs, each point keeps arcs to its ``n_candidates`` nearest centroids plus
-one arc to an overflow node that reaches every centroid, priced at the point's largest
-distance, so the flow is always feasible and the overflow is used only where capacities force
-it.
+The flow is the exact optimum of the assignment step. When the full bipartite graph has too
+many arcs, each point starts with arcs to its ``n_candidates`` best centroids plus one arc to an
+overflow node (always feasible), and missing arcs are priced in until none could lower the cost
+(:func:`assign_with_prices`).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from ortools.graph.python import min_cost_flow
 
 from stage2.errors import Stage2Error
@@ -30,6 +30,9 @@ from stage2.errors import Stage2Error
 COST_SCALE = 10_000
 #: up to this many (point, centroid) arcs the full bipartite graph is used (exact)
 FULL_GRAPH_MAX_ARCS = 20_000
+#: column-generation rounds of a restricted assignment (each adds the missing arcs that would
+#: lower the cost; in practice one or two suffice)
+MAX_PRICING_ROUNDS = 20
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,32 @@ def assign_exact(
 ) -> np.ndarray:
     """Return flows ``F`` (n_points × n_batches, int64) with row sums ``counts`` and column sums
     admitted by ``sizes`` (an exact size array or a :class:`SizeModel`), minimising
-    Σ F · ||point − centroid||² + the model's size penalty."""
+    Σ F · ||point − centroid||² + the model's size penalty (squared distances rounded to
+    1/``COST_SCALE``). With ``n_candidates`` the flow is solved on a restricted graph and priced
+    out against every (point, centroid) pair, so the result is still the exact optimum."""
+    return assign_with_prices(points, counts, centroids, sizes, n_candidates)[0]
+
+
+def assign_with_prices(
+    points: np.ndarray,
+    counts: np.ndarray,
+    centroids: np.ndarray,
+    sizes: "np.ndarray | SizeModel",
+    n_candidates: int | None = None,
+    batch_prices: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`assign_exact`, also returning the batches' prices (node potentials of the optimal
+    flow, in cost units) when the graph was restricted, else ``None``.
+
+    Restricted graph: each point gets arcs to its ``n_candidates`` best centroids by reduced
+    cost ``cost − batch_prices`` (plain distance without prices) and one arc to an overflow
+    node that reaches every centroid, priced at the point's largest distance (always
+    feasible). After each solve, node potentials of the optimal flow are computed and every
+    missing pair with a negative reduced cost is added (column generation) until none is left:
+    then no pair outside the graph could lower the cost, and the flow is optimal on the full
+    bipartite graph. Under tight sizes the plain nearest centroids are the wrong candidates
+    (students must travel past full batches); passing the previous round's prices makes the
+    first restricted graph nearly right."""
     model = as_size_model(sizes)
     n_points, n_batches = points.shape[0], centroids.shape[0]
     total = int(counts.sum())
@@ -121,31 +149,50 @@ def assign_exact(
     if not model.is_exact and not n_batches * model.min_size <= total <= n_batches * model.max_size:
         raise ValueError("counts cannot fill the batches within [min_size, max_size]")
     if n_batches == 1:
-        return counts.reshape(-1, 1).astype(np.int64)
+        return counts.reshape(-1, 1).astype(np.int64), None
     d2 = squared_distances(points, centroids)
+    costs = np.rint(d2 * COST_SCALE).astype(np.int64)
     if n_candidates is None or n_points * n_batches <= FULL_GRAPH_MAX_ARCS or n_candidates >= n_batches:
         point_idx = np.repeat(np.arange(n_points), n_batches)
         batch_idx = np.tile(np.arange(n_batches), n_points)
-        overflow = False
-    else:
-        nearest = np.argpartition(d2, n_candidates - 1, axis=1)[:, :n_candidates]
-        point_idx = np.repeat(np.arange(n_points), n_candidates)
-        batch_idx = nearest.reshape(-1)
-        overflow = True
+        flows, _ = _solve_flow(point_idx, batch_idx, costs, counts, model, overflow=False)
+        return flows, None
+    score = costs if batch_prices is None else costs - batch_prices[None, :]
+    nearest = np.argpartition(score, n_candidates - 1, axis=1)[:, :n_candidates]
+    point_idx = np.repeat(np.arange(n_points), n_candidates)
+    batch_idx = nearest.reshape(-1)
+    for _ in range(MAX_PRICING_ROUNDS):
+        flows, potentials = _solve_flow(point_idx, batch_idx, costs, counts, model, overflow=True)
+        point_prices, prices = potentials[:n_points], potentials[n_points : n_points + n_batches]
+        reduced = costs + point_prices[:, None] - prices[None, :]
+        reduced[point_idx, batch_idx] = 0  # arcs already in the graph
+        new_points, new_batches = np.nonzero(reduced < 0)
+        if new_points.size == 0:
+            break
+        point_idx = np.concatenate([point_idx, new_points])
+        batch_idx = np.concatenate([batch_idx, new_batches])
+    return flows, prices
 
+
+def _solve_flow(point_idx: np.ndarray, batch_idx: np.ndarray, costs: np.ndarray, counts: np.ndarray,
+                model: SizeModel, *, overflow: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Min-cost flow on the (point, batch) arcs given (distinct pairs), the size model's arcs
+    and, with ``overflow``, the overflow node. Returns the flows (n_points × n_batches) and,
+    with ``overflow``, the node potentials (points, then batches, sink, overflow node)."""
+    n_points, n_batches = costs.shape
     first_batch = n_points
     sink = n_points + n_batches
     overflow_node = sink + 1
     starts = [point_idx]
     ends = [first_batch + batch_idx]
     capacities = [counts[point_idx]]
-    unit_costs = [np.rint(d2[point_idx, batch_idx] * COST_SCALE).astype(np.int64)]
+    unit_costs = [costs[point_idx, batch_idx]]
     if overflow:
         starts += [np.arange(n_points), np.full(n_batches, overflow_node)]
         ends += [np.full(n_points, overflow_node), first_batch + np.arange(n_batches)]
         batch_capacity = model.planned if model.is_exact else np.full(n_batches, model.max_size)
         capacities += [counts, batch_capacity.astype(np.int64)]
-        unit_costs += [np.rint(d2.max(axis=1) * COST_SCALE).astype(np.int64), np.zeros(n_batches, np.int64)]
+        unit_costs += [costs.max(axis=1), np.zeros(n_batches, np.int64)]
     if model.is_exact:
         batch_supply = -model.planned.astype(np.int64)
         sink_supply = 0
@@ -155,25 +202,48 @@ def assign_exact(
         s, e, c, u = _size_arcs(model, first_batch, sink)
         starts.append(s), ends.append(e), capacities.append(c), unit_costs.append(u)
 
+    tails, heads = np.concatenate(starts), np.concatenate(ends)
+    arc_capacities, arc_costs = np.concatenate(capacities).astype(np.int64), np.concatenate(unit_costs)
     solver = min_cost_flow.SimpleMinCostFlow()
-    arcs = solver.add_arcs_with_capacity_and_unit_cost(
-        np.concatenate(starts), np.concatenate(ends), np.concatenate(capacities), np.concatenate(unit_costs)
-    )
+    arcs = solver.add_arcs_with_capacity_and_unit_cost(tails, heads, arc_capacities, arc_costs)
     supplies = np.concatenate([counts.astype(np.int64), batch_supply, [sink_supply], [0] if overflow else []]).astype(np.int64)
     solver.set_nodes_supplies(np.arange(supplies.size), supplies)
     status = solver.solve()
     if status != solver.OPTIMAL:
         raise Stage2Error(f"min-cost flow assignment failed (status {status})", code="CONVERGENCE_FAILURE")
-    flows = solver.flows(arcs)
+    arc_flows = solver.flows(arcs)
     result = np.zeros((n_points, n_batches), dtype=np.int64)
     n_direct = point_idx.size
-    result[point_idx, batch_idx] = flows[:n_direct]  # (point, batch) pairs are distinct
-    if overflow:
-        via_point = flows[n_direct : n_direct + n_points]
-        via_batch = flows[n_direct + n_points : n_direct + n_points + n_batches]
-        if via_point.sum():
-            _route_overflow(result, via_point, via_batch, d2)
-    return result
+    result[point_idx, batch_idx] = arc_flows[:n_direct]  # (point, batch) pairs are distinct
+    if not overflow:
+        return result, None
+    potentials = residual_potentials(supplies.size, tails, heads, arc_costs, arc_capacities, arc_flows)
+    via_point = arc_flows[n_direct : n_direct + n_points]
+    via_batch = arc_flows[n_direct + n_points : n_direct + n_points + n_batches]
+    if via_point.sum():
+        _route_overflow(result, via_point, via_batch, costs / COST_SCALE)
+    return result, potentials
+
+
+@njit(cache=True, nogil=True)
+def residual_potentials(n_nodes, tails, heads, costs, capacities, flows):  # pragma: no cover - numba
+    """Node potentials π of an optimal flow: shortest-path distances in its residual graph from
+    a virtual source joined to every node (Bellman-Ford, stopping at the first pass without a
+    change), so that every residual arc has reduced cost ``cost + π[tail] − π[head] ≥ 0``."""
+    distance = np.zeros(n_nodes, dtype=np.int64)
+    for _ in range(n_nodes + 1):
+        changed = False
+        for arc in range(tails.size):
+            tail, head, cost = tails[arc], heads[arc], costs[arc]
+            if flows[arc] < capacities[arc] and distance[tail] + cost < distance[head]:
+                distance[head] = distance[tail] + cost
+                changed = True
+            if flows[arc] > 0 and distance[head] - cost < distance[tail]:
+                distance[tail] = distance[head] - cost
+                changed = True
+        if not changed:
+            break
+    return distance
 
 
 def _route_overflow(result: np.ndarray, via_point: np.ndarray, via_batch: np.ndarray, d2: np.ndarray) -> None:
@@ -253,10 +323,11 @@ def lloyd_rounds(
     """k-means rounds from ``centroids``: exact size-constrained assignment, then the batches'
     means, until the objective (SSE + size penalty) falls by less than ``tol`` (relative) or
     ``max_iter`` assignments are done. Returns the best flows and their objective."""
-    flows = assign_exact(points, counts, centroids, sizes, n_candidates)
+    flows, prices = assign_with_prices(points, counts, centroids, sizes, n_candidates)
     cost, means = cost_and_means(points, flows, sizes)
     for _ in range(max_iter - 1):
-        new_flows = assign_exact(points, counts, means, sizes, n_candidates)
+        # the last round's prices pick the candidate arcs: centroids move little between rounds
+        new_flows, prices = assign_with_prices(points, counts, means, sizes, n_candidates, prices)
         new_cost, new_means = cost_and_means(points, new_flows, sizes)
         improved = new_cost < cost - tol * max(cost, 1e-12)
         if new_cost < cost:
