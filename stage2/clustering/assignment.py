@@ -157,21 +157,69 @@ def assign_with_prices(
         batch_idx = np.tile(np.arange(n_batches), n_points)
         flows, _ = _solve_flow(point_idx, batch_idx, costs, counts, model, overflow=False)
         return flows, None
-    score = costs if batch_prices is None else costs - batch_prices[None, :]
-    nearest = np.argpartition(score, n_candidates - 1, axis=1)[:, :n_candidates]
+    prices = np.zeros(n_batches, dtype=np.int64) if batch_prices is None else batch_prices
+    nearest = _best_candidates(costs, prices, n_candidates)
     point_idx = np.repeat(np.arange(n_points), n_candidates)
     batch_idx = nearest.reshape(-1)
+    in_graph = np.zeros((n_points, n_batches), dtype=np.bool_)
+    in_graph[point_idx, batch_idx] = True
     for _ in range(MAX_PRICING_ROUNDS):
         flows, potentials = _solve_flow(point_idx, batch_idx, costs, counts, model, overflow=True)
-        point_prices, prices = potentials[:n_points], potentials[n_points : n_points + n_batches]
-        reduced = costs + point_prices[:, None] - prices[None, :]
-        reduced[point_idx, batch_idx] = 0  # arcs already in the graph
-        new_points, new_batches = np.nonzero(reduced < 0)
+        prices = potentials[n_points : n_points + n_batches]
+        new_points, new_batches = _negative_arcs(costs, potentials[:n_points], prices, in_graph)
         if new_points.size == 0:
             break
         point_idx = np.concatenate([point_idx, new_points])
         batch_idx = np.concatenate([batch_idx, new_batches])
     return flows, prices
+
+
+@njit(cache=True, nogil=True)
+def _best_candidates(costs, prices, count):  # pragma: no cover - numba
+    """Per row, the ``count`` columns with the smallest ``costs − prices`` (insertion into a
+    sorted list of ``count``: one pass over the row, faster than ``np.argpartition``)."""
+    n_rows, n_cols = costs.shape
+    chosen = np.empty((n_rows, count), dtype=np.int64)
+    values = np.empty(count, dtype=np.int64)
+    for row in range(n_rows):
+        kept = 0
+        for col in range(n_cols):
+            value = costs[row, col] - prices[col]
+            if kept == count and value >= values[count - 1]:
+                continue
+            slot = kept if kept < count else count - 1
+            while slot > 0 and values[slot - 1] > value:
+                values[slot] = values[slot - 1]
+                chosen[row, slot] = chosen[row, slot - 1]
+                slot -= 1
+            values[slot] = value
+            chosen[row, slot] = col
+            if kept < count:
+                kept += 1
+    return chosen
+
+
+@njit(cache=True, nogil=True)
+def _negative_arcs(costs, point_potentials, batch_potentials, in_graph):  # pragma: no cover - numba
+    """The (point, batch) pairs outside the graph with a negative reduced cost
+    ``cost + π[point] − π[batch]``; marks them as in the graph."""
+    n_rows, n_cols = costs.shape
+    found = 0
+    for row in range(n_rows):
+        for col in range(n_cols):
+            if not in_graph[row, col] and costs[row, col] + point_potentials[row] - batch_potentials[col] < 0:
+                found += 1
+    rows = np.empty(found, dtype=np.int64)
+    cols = np.empty(found, dtype=np.int64)
+    found = 0
+    for row in range(n_rows):
+        for col in range(n_cols):
+            if not in_graph[row, col] and costs[row, col] + point_potentials[row] - batch_potentials[col] < 0:
+                rows[found] = row
+                cols[found] = col
+                in_graph[row, col] = True
+                found += 1
+    return rows, cols
 
 
 def _solve_flow(point_idx: np.ndarray, batch_idx: np.ndarray, costs: np.ndarray, counts: np.ndarray,
