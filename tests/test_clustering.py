@@ -240,3 +240,17 @@ def test_random_swap_lowers_the_cost_of_a_group_with_many_batches():
     assert sizes.admits(np.bincount(with_swaps, minlength=30))
     # the same restarts precede the swaps, so the swaps can only lower the cost; here they must
     assert objective(features, with_swaps, sizes) < objective(features, without, sizes) - 1.0
+
+
+def test_tight_sizes_get_more_restarts_and_trials():
+    planned = np.full(50, 40)
+    assert SizeModel.exact(planned).is_tight and SizeModel(planned, 40, 41, 0.0).is_tight
+    assert not SizeModel(planned, 15, 60, 0.0).is_tight
+    batcher = make_batcher({"name": "balanced", "n_init": 6, "restart_budget": 5000, "swap_trials": 4,
+                            "swap_max_trials": 1000, "tight_effort": 4})
+    # 20,000 students: one restart and 200 trials with free sizes; 4 and 800 with tight ones
+    assert batcher._restarts(20_000) == 1 and batcher._restarts(20_000, 4.0) == 4
+    assert batcher._swap_trials(50) == 200 and batcher._swap_trials(50, 4.0) == 800
+    assert batcher._swap_trials(500) == 1000 and batcher._swap_trials(500, 4.0) == 4000
+    assert batcher._restarts(500, 4.0) == 6  # the budget already allows n_init
+

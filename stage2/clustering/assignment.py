@@ -55,6 +55,11 @@ class SizeModel:
         return math.isinf(self.deviation_cost) or self.min_size >= self.max_size
 
     @property
+    def is_tight(self) -> bool:
+        """Sizes fixed, or free by at most one student per batch."""
+        return self.is_exact or self.max_size - self.min_size <= 1
+
+    @property
     def n_batches(self) -> int:
         return int(self.planned.size)
 

@@ -83,7 +83,7 @@ class BalancedBatcher(Batcher):
         restart_budget: int = 5_000,
         max_iter: int = 30,
         n_candidates: int = 24,
-        tol: float = 1e-6,
+        tol: float = 3e-4,
         local_search: bool = True,
         n_neighbors: int = 6,
         max_passes: int = 20,
@@ -91,7 +91,8 @@ class BalancedBatcher(Batcher):
         swap_neighbors: int = 6,
         swap_iter: int = 3,
         swap_rounds: int = 3,
-        swap_max_trials: int = 2000,
+        swap_max_trials: int = 1000,
+        tight_effort: float = 4.0,
     ) -> None:
         super().__init__(n_init=n_init, max_iter=max_iter)
         self.restart_budget = restart_budget
@@ -105,6 +106,7 @@ class BalancedBatcher(Batcher):
         self.swap_iter = swap_iter
         self.swap_rounds = swap_rounds
         self.swap_max_trials = swap_max_trials
+        self.tight_effort = tight_effort
 
     def fit_predict(self, problem: BatchingProblem) -> np.ndarray:
         sizes = problem.sizes
@@ -123,7 +125,11 @@ class BalancedBatcher(Batcher):
         """Restarts pick the best start; random swap improves it; a last polish (moves of
         identical students together, local search). No step raises the objective."""
         data = collapse(features)
-        seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=self._restarts(features.shape[0]))
+        # with (nearly) fixed sizes k-means rounds end in optima that differ by several percent
+        # from start to start, and a local trial, which must keep every batch's size, is rarely
+        # accepted: such groups get more restarts and more trials
+        effort = self.tight_effort if sizes.is_tight else 1.0
+        seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=self._restarts(features.shape[0], effort))
         best_flows, best_labels, best_cost = None, None, np.inf
         for restart_seed in seeds:
             centroids = initial_centroids(data.points, data.counts, sizes.n_batches, int(restart_seed))
@@ -134,7 +140,7 @@ class BalancedBatcher(Batcher):
                 cost = objective(features, labels, sizes)
             if best_flows is None or cost < best_cost - 1e-9 * max(1.0, abs(cost)):
                 best_flows, best_labels, best_cost = flows, labels, cost
-        n_trials = self._swap_trials(sizes.n_batches)
+        n_trials = self._swap_trials(sizes.n_batches, effort)
         if n_trials == 0:
             return best_labels if best_labels is not None else self._polish(features, data, best_flows, sizes)
         if best_labels is not None:
@@ -150,13 +156,14 @@ class BalancedBatcher(Batcher):
         labels = flows_to_labels(flows, data.inverse)
         return local_search(features, labels, sizes, n_neighbors=self.n_neighbors, max_passes=self.max_passes)
 
-    def _swap_trials(self, n_batches: int) -> int:
-        """Random-swap trials for a group: ``swap_trials`` per batch, at most ``swap_max_trials``;
-        none unless a trial is local (it re-solves up to ``2 * swap_neighbors + 2`` batches; in
-        smaller groups a trial is a whole-group restart, and restarts are cheaper there)."""
+    def _swap_trials(self, n_batches: int, effort: float = 1.0) -> int:
+        """Random-swap trials for a group: ``effort × swap_trials`` per batch, at most
+        ``effort × swap_max_trials``; none unless a trial is local (it re-solves up to
+        ``2 * swap_neighbors + 2`` batches; in smaller groups a trial is a whole-group restart,
+        and restarts are cheaper there)."""
         if n_batches <= 2 * self.swap_neighbors + 2:
             return 0
-        return int(max(0, min(round(self.swap_trials * n_batches), self.swap_max_trials)))
+        return int(max(0, min(round(effort * self.swap_trials * n_batches), round(effort * self.swap_max_trials))))
 
     def _random_swap(self, features: np.ndarray, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel,
                      n_trials: int, rng: np.random.Generator) -> np.ndarray:
@@ -175,12 +182,14 @@ class BalancedBatcher(Batcher):
             flows = new_flows if new_cost < swapped_cost else swapped
         return flows
 
-    def _restarts(self, n_students: int) -> int:
+    def _restarts(self, n_students: int, effort: float = 1.0) -> int:
         """``n_init`` restarts, fewer for large groups: at most ``restart_budget`` student-
-        restarts per group (restarts matter most, and cost least, on small groups)."""
+        restarts per group (restarts matter most, and cost least, on small groups); at least
+        ``effort`` (up to ``n_init``)."""
         if self.restart_budget <= 0:
             return self.n_init
-        return int(min(self.n_init, max(1, self.restart_budget // max(n_students, 1))))
+        budgeted = max(1, self.restart_budget // max(n_students, 1))
+        return int(min(self.n_init, max(budgeted, round(effort))))
 
     def _lloyd(self, points: np.ndarray, counts: np.ndarray, centroids: np.ndarray, sizes: SizeModel):
         return lloyd_rounds(points, counts, centroids, sizes, max_iter=self.max_iter,

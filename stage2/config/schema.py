@@ -92,7 +92,7 @@ class BalancedConfig(AlgorithmConfig):
     #: arcs per point in the size-constrained assignment: its nearest centroids
     n_candidates: int = 24
     #: relative objective improvement below which the k-means rounds stop
-    tol: float = 1e-6
+    tol: float = 3e-4
     #: polish each restart by swaps (and moves, for flexible sizes) with exact deltas
     local_search: bool = True
     #: batches each batch exchanges students with in the local search
@@ -107,7 +107,10 @@ class BalancedConfig(AlgorithmConfig):
     #: the trials are split into this many rounds, each followed by k-means rounds on the group
     swap_rounds: int = 3
     #: at most this many trials per group (bounds the time of very large groups)
-    swap_max_trials: int = 2000
+    swap_max_trials: int = 1000
+    #: groups with tight sizes (fixed, or free by one student) get at least this many restarts
+    #: (up to n_init) and this multiple of the random-swap trials (and of their cap)
+    tight_effort: float = 4.0
 
 
 @dataclass
