@@ -87,7 +87,7 @@ class BalancedBatcher(Batcher):
         local_search: bool = True,
         n_neighbors: int = 6,
         max_passes: int = 20,
-        swap_trials: float = 4.0,
+        swap_trials: float = 3.0,
         swap_neighbors: int = 6,
         swap_iter: int = 3,
         swap_rounds: int = 3,

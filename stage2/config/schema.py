@@ -99,7 +99,7 @@ class BalancedConfig(AlgorithmConfig):
     n_neighbors: int = 6
     max_passes: int = 20
     #: random-swap trials per batch in each restart (0: none); see stage2.clustering.random_swap
-    swap_trials: float = 4.0
+    swap_trials: float = 3.0
     #: batches nearest to the relocated centroid (and to the removed one) that a trial re-solves
     swap_neighbors: int = 6
     #: k-means rounds per trial
