@@ -122,6 +122,10 @@ def test_unknown_algorithm_and_bad_parameter_are_configuration_errors():
         make_batcher({"name": "magic"})
     with pytest.raises(ConfigurationError, match="bad parameters"):
         make_batcher({"name": "balanced", "n_trees": 3})
+    with pytest.raises(ConfigurationError, match="n_candidates must be at least 1"):
+        make_batcher({"name": "balanced", "n_candidates": 0})
+    with pytest.raises(ConfigurationError, match="tight_effort must be positive"):
+        make_batcher({"name": "balanced", "tight_effort": 0})
 
 
 def test_within_batch_sse_equals_course_sse_formula():

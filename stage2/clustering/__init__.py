@@ -23,7 +23,7 @@ def make_batcher(params: Mapping[str, Any]) -> Batcher:
         raise ConfigurationError(f"unknown algorithm {name!r}; known: {sorted(ALGORITHMS)}", where="algorithm")
     try:
         return ALGORITHMS[name](**params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"bad parameters for algorithm {name!r}: {exc}", where="algorithm") from exc
 
 

@@ -95,6 +95,10 @@ class BalancedBatcher(Batcher):
         tight_effort: float = 4.0,
     ) -> None:
         super().__init__(n_init=n_init, max_iter=max_iter)
+        if n_candidates < 1:
+            raise ValueError(f"n_candidates must be at least 1, got {n_candidates}")
+        if tight_effort <= 0:
+            raise ValueError(f"tight_effort must be positive, got {tight_effort}")
         self.restart_budget = restart_budget
         self.n_candidates = n_candidates
         self.tol = tol
