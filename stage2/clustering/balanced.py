@@ -13,6 +13,10 @@ set and soft-rule values are one weighted point):
    re-solves part of the group (in smaller ones a trial is a restart, and restarts are cheaper);
 3. polish: moves of identical students together (:func:`~stage2.clustering.local_search.chunk_moves`)
    and local search with exact deltas (swaps, and moves when sizes are flexible).
+
+Groups of (nearly) fixed sizes get at least ``tight_effort`` restarts and that multiple of the
+trials. Every assignment is the exact optimum, also on large groups
+(:func:`~stage2.clustering.assignment.assign_with_prices`).
 """
 
 from __future__ import annotations
