@@ -143,7 +143,8 @@ def assign_with_prices(
     feasible). After each solve, node potentials of the optimal flow are computed and every
     missing pair with a negative reduced cost is added (column generation) until none is left:
     then no pair outside the graph could lower the cost, and the flow is optimal on the full
-    bipartite graph. Under tight sizes the plain nearest centroids are the wrong candidates
+    bipartite graph (after at most ``MAX_PRICING_ROUNDS`` re-solves; one or two in practice,
+    and the flow is feasible either way). Under tight sizes the plain nearest centroids are the wrong candidates
     (students must travel past full batches); passing the previous round's prices makes the
     first restricted graph nearly right."""
     model = as_size_model(sizes)
