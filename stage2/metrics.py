@@ -20,18 +20,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sklearn
-from sklearn.metrics import silhouette_score
+import scipy.sparse as sp
 
 from stage2.config.schema import ACCEPTANCE_THRESHOLDS
 from stage2.contract.csvio import string_positions
 from stage2.config.settings import BatchingSettings, ConstraintRule
 from stage2.features import course_matrix
 
-#: memory (MB) scikit-learn may use per chunk of silhouette distances
-SILHOUETTE_WORKING_MEMORY_MB = 128
-#: the course matrix is densified for the silhouette up to this size (MB): dense distances are
-#: ~2x faster than sparse ones with tens of courses
+#: memory (MB) per chunk of silhouette distances
+SILHOUETTE_WORKING_MEMORY_MB = 64
+#: the distinct course rows are densified for the silhouette up to this size (MB): dense
+#: products are faster than sparse ones with tens of courses
 SILHOUETTE_DENSE_MAX_MB = 256
 #: how many responsible batches a failed threshold lists
 MAX_LISTED = 10
@@ -234,20 +233,71 @@ def _silhouette(students, enrollments, labels, sample_size, seed) -> float | Non
     if len(np.unique(labels)) < 2 or len(labels) < 3:
         return None
     matrix = course_matrix(students["student_id"], enrollments).matrix
-    n_labels = len(np.unique(labels))
-    if n_labels >= len(labels):
-        return None
     size = min(sample_size, len(labels)) if sample_size else None
-    if size is not None and size >= len(labels):
-        size = None
-    if matrix.shape[0] * matrix.shape[1] * 8 <= SILHOUETTE_DENSE_MAX_MB * 2**20:
-        matrix = matrix.toarray()
-    try:
-        # scikit-learn computes the distances in chunks of up to working_memory MB (default 1 GB)
-        with sklearn.config_context(working_memory=SILHOUETTE_WORKING_MEMORY_MB):
-            return float(silhouette_score(matrix, labels, metric="euclidean", sample_size=size, random_state=seed))
-    except ValueError:  # a sample with a single label
+    return binary_silhouette(matrix, labels, sample_size=size, seed=seed)
+
+
+def binary_silhouette(matrix: sp.spmatrix, labels: np.ndarray, *, sample_size: int | None = None,
+                      seed: int = 0) -> float | None:
+    """scikit-learn's ``silhouette_score(matrix, labels, metric="euclidean",
+    sample_size=sample_size, random_state=seed)`` for a 0/1 matrix (same sample, same value
+    to float64 rounding; ``None`` where scikit-learn raises for fewer than 2 or more than
+    n - 1 labels in the sample).
+
+    Why not scikit-learn's function: importing scikit-learn costs ~1 s per run (a third of a
+    5,000-student run), and it computes the distances of every pair of sampled students,
+    while students with the same course set have the same distances to everyone: here
+    distances are computed between the distinct rows only (from the exact integer Gram
+    matrix, |a| + |b| - 2 a.b) and summed per label with the (row, label) counts as weights.
+    Memory: one chunk of at most ``SILHOUETTE_WORKING_MEMORY_MB`` at a time.
+    """
+    labels = np.asarray(labels)
+    n_rows = matrix.shape[0]
+    if sample_size is not None and sample_size < n_rows:
+        indices = np.random.RandomState(seed).permutation(n_rows)[:sample_size]  # as scikit-learn draws it
+        matrix, labels = matrix[indices], labels[indices]
+    matrix = sp.csr_matrix(matrix, dtype=np.float64)
+    matrix.sum_duplicates()
+    matrix.sort_indices()
+    n_points = matrix.shape[0]
+    label_of_point, label_sizes = np.unique(labels, return_inverse=True, return_counts=True)[1:]
+    n_labels = len(label_sizes)
+    if not 1 < n_labels < n_points:
         return None
+    row_keys = pd.Series([matrix.indices[matrix.indptr[i]:matrix.indptr[i + 1]].tobytes() for i in range(n_points)],
+                         dtype=object)
+    row_of_point = pd.factorize(row_keys)[0]
+    first_point = np.unique(row_of_point, return_index=True)[1]
+    distinct = matrix[first_point]
+    n_distinct = distinct.shape[0]
+    if distinct.shape[0] * distinct.shape[1] * 8 <= SILHOUETTE_DENSE_MAX_MB * 2**20:
+        distinct = distinct.toarray()
+    norms = np.asarray(distinct.sum(axis=1)).ravel()
+    # points_per_label[r, l]: sampled points with course row r and label l
+    points_per_label = sp.csr_matrix((np.ones(n_points), (row_of_point, label_of_point)), shape=(n_distinct, n_labels))
+    chunk = max(1, int(SILHOUETTE_WORKING_MEMORY_MB * 2**20) // (8 * max(n_distinct, n_labels)))
+    own_sum = np.empty(n_points)
+    nearest_other = np.empty(n_points)
+    by_row = np.argsort(row_of_point, kind="stable")
+    for start in range(0, n_distinct, chunk):
+        stop = min(start + chunk, n_distinct)
+        gram = distinct[start:stop] @ distinct.T
+        gram = gram.toarray() if sp.issparse(gram) else gram
+        distances = np.sqrt(np.maximum(norms[start:stop, None] + norms[None, :] - 2.0 * gram, 0.0))
+        sums = np.asarray((points_per_label.T @ distances.T).T)  # (rows start:stop) x labels
+        points = by_row[np.searchsorted(row_of_point[by_row], start):np.searchsorted(row_of_point[by_row], stop)]
+        local_row, own = row_of_point[points] - start, label_of_point[points]
+        own_sum[points] = sums[local_row, own]
+        # a point's nearest other label: its row's nearest label, or the second nearest if that is its own
+        mean_to_label = sums / label_sizes[None, :]
+        two_nearest = np.argpartition(mean_to_label, 1, axis=1)[:, :2]
+        two_means = np.take_along_axis(mean_to_label, two_nearest, axis=1)
+        nearest_is_own = two_nearest[local_row, 0] == own
+        nearest_other[points] = np.where(nearest_is_own, two_means[local_row, 1], two_means[local_row, 0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        within = own_sum / (label_sizes[label_of_point] - 1)
+        scores = (nearest_other - within) / np.maximum(within, nearest_other)
+    return float(np.mean(np.nan_to_num(scores)))  # 0 for single-member labels, as scikit-learn
 
 
 def _threshold_verdicts(metrics, thresholds, batch_quality, group_stats) -> dict[str, dict[str, Any]]:

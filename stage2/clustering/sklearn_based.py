@@ -3,12 +3,15 @@
 The repair takes the clustering's centroids and solves the size-constrained assignment
 exactly (min-cost flow) under the group's size model, so sizes always respect it; the
 clustering only decides where the centroids are.
+
+scikit-learn is imported where a model is built: importing it costs ~1 s (scipy.stats, which
+it imports, rewrites hundreds of docstrings), a third of a 5,000-student run of the default
+algorithm, which does not need it.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import AgglomerativeClustering, KMeans, SpectralClustering
 
 from stage2.clustering.assignment import SizeModel, assign_exact, flows_to_labels
 from stage2.clustering.balanced import initial_centroids
@@ -56,6 +59,8 @@ class KMeansBatcher(_RepairedClustering):
         super().__init__(n_init=n_init, max_iter=max_iter)
 
     def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:
+        from sklearn.cluster import KMeans
+
         model = KMeans(n_clusters=n_batches, n_init=self.n_init, max_iter=self.max_iter, random_state=seed)
         model.fit(data.points, sample_weight=data.counts.astype(np.float64))
         return model.cluster_centers_
@@ -79,6 +84,8 @@ class SpectralBatcher(_RepairedClustering):
         self.n_neighbors = n_neighbors
 
     def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:
+        from sklearn.cluster import SpectralClustering
+
         _check_quadratic(data, self.name)
         n_points = data.points.shape[0]
         model = SpectralClustering(
@@ -100,6 +107,8 @@ class HierarchicalBatcher(_RepairedClustering):
         self.linkage = linkage
 
     def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:
+        from sklearn.cluster import AgglomerativeClustering
+
         _check_quadratic(data, self.name)
         labels = AgglomerativeClustering(n_clusters=n_batches, linkage=self.linkage).fit_predict(data.points)
         return centroids_of_labels(data, labels, n_batches)
