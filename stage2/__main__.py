@@ -24,6 +24,9 @@ log = logging.getLogger("stage2")
 register_configs()
 register_resolvers()
 
+#: set when Hydra has composed the configuration and called :func:`run`
+_job_started = False
+
 
 def _interrupt_on_sigterm(signum, frame) -> None:
     """Treat SIGTERM like Ctrl-C: unwind, remove partial outputs, record the interruption."""
@@ -39,6 +42,8 @@ def run(cfg: DictConfig) -> float | None:
     """
     from stage2.pipeline import process_student_batching
 
+    global _job_started
+    _job_started = True
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         result = process_student_batching(cfg)
@@ -90,9 +95,13 @@ def _check_composition(argv: list[str]) -> None:
 
 def main() -> None:
     try:
-        _check_composition(sys.argv[1:])
         run()
     except SystemExit as exc:
+        if exc.code == 1 and not _job_started:
+            # Hydra failed before the job: if the overrides do not compose, say so with the
+            # configuration exit status (Hydra's message is already printed). Checked only
+            # after a failure: composing costs ~0.15 s, which Hydra already spends twice.
+            _check_composition(sys.argv[1:])
         _exit_without_teardown(exc.code)
     _exit_without_teardown(0)
 
