@@ -23,7 +23,7 @@ from stage2.clustering.assignment import (
 )
 from stage2.clustering.balanced import initial_centroids
 from stage2.clustering.base import collapse, objective
-from stage2.clustering.local_search import chunk_moves
+from stage2.clustering.local_search import chunk_moves, chunk_swaps, local_search
 from stage2.clustering.random_swap import random_swap
 from stage2.errors import ConfigurationError
 from stage2.sizing import balanced_sizes
@@ -230,6 +230,60 @@ def test_chunk_moves_respect_bounds_and_leave_exact_sizes_alone():
     assert flow_cost(data.points, moved, sizes) <= flow_cost(data.points, flows, sizes) + 1e-9
     exact = SizeModel.exact(sizes.planned)
     assert chunk_moves(data.points, flows, exact) is flows
+
+
+def test_chunk_swaps_exchange_groups_that_no_move_or_single_swap_improves():
+    # batch 0: 4 of A beside 4 of C; batch 1: 4 of B beside 4 of D, with A close to B and C
+    # close to D. Exchanging all 4 C for all 4 B pairs the close sets; moving either group
+    # alone breaks the size bounds, and swapping one C for one B raises the cost
+    a, b = np.array([1.0, 1, 0, 0, 0]), np.array([1.0, 1, 0, 0, 1])
+    c, d = np.array([0.0, 0, 1, 1, 0]), np.array([0.0, 0, 1, 1, 1])
+    features = np.vstack([np.tile(a, (4, 1)), np.tile(c, (4, 1)), np.tile(b, (4, 1)), np.tile(d, (4, 1))])
+    labels = np.repeat([0, 0, 1, 1], 4)
+    sizes = SizeModel.exact(np.array([8, 8]))
+    data = collapse(features)
+    flows = labels_to_flows(labels, data.inverse, data.points.shape[0], 2)
+    assert objective(features, local_search(features, labels, sizes, n_neighbors=1), sizes) == pytest.approx(
+        objective(features, labels, sizes))
+    swapped = flows_to_labels(chunk_swaps(data.points, flows, sizes, n_neighbors=1), data.inverse)
+    assert np.array_equal(np.bincount(swapped, minlength=2), [8, 8])
+    assert within_batch_sse(features, swapped, 2) == pytest.approx(2 * 8 * (0.5 * 0.5))  # one mixed course each
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_chunk_swaps_end_where_no_exchange_improves(exact):
+    """After chunk swaps over every batch pair, brute force finds no improving exchange of
+    m_p students of one point for m_q of another; sizes stay admissible (unchanged when
+    exact), every student stays placed, the cost never rises."""
+    rng = np.random.default_rng(3)
+    prototypes = (rng.random((6, 5)) < 0.5).astype(float)
+    features = prototypes[rng.integers(0, 6, 60)]
+    k = 5
+    sizes = SizeModel.exact(balanced_sizes(60, k)) if exact else SizeModel(balanced_sizes(60, k), 8, 16, 0.05)
+    data = collapse(features)
+    start = np.repeat(np.arange(k), 12)
+    flows = labels_to_flows(rng.permutation(start), data.inverse, data.points.shape[0], k)
+    result = chunk_swaps(data.points, flows, sizes, n_neighbors=k - 1, max_passes=200, tol=0.0)
+    assert np.array_equal(result.sum(axis=1), flows.sum(axis=1))
+    assert sizes.admits(result.sum(axis=0))
+    if exact:
+        assert np.array_equal(result.sum(axis=0), flows.sum(axis=0))
+    best = flow_cost(data.points, result, sizes)
+    assert best <= flow_cost(data.points, flows, sizes) + 1e-9
+    for a, b in itertools.permutations(range(k), 2):
+        for p, q in itertools.product(np.flatnonzero(result[:, a]), np.flatnonzero(result[:, b])):
+            if p == q:
+                continue
+            for mp, mq in itertools.product(range(1, result[p, a] + 1), range(1, result[q, b] + 1)):
+                if exact and mp != mq:
+                    continue
+                trial = result.copy()
+                trial[p, a] -= mp
+                trial[p, b] += mp
+                trial[q, b] -= mq
+                trial[q, a] += mq
+                if sizes.admits(trial.sum(axis=0)):
+                    assert flow_cost(data.points, trial, sizes) >= best - 1e-9, (a, b, p, q, mp, mq)
 
 
 def test_random_swap_lowers_the_cost_of_a_group_with_many_batches():

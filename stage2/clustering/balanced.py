@@ -11,8 +11,10 @@ set and soft-rule values are one weighted point):
    trials per batch in ``swap_rounds`` rounds, each round followed by k-means rounds on the
    whole group; only in groups with more than ``2 * swap_neighbors + 2`` batches, where a trial
    re-solves part of the group (in smaller ones a trial is a restart, and restarts are cheaper);
-3. polish: moves of identical students together (:func:`~stage2.clustering.local_search.chunk_moves`)
-   and local search with exact deltas (swaps, and moves when sizes are flexible).
+3. polish: moves of identical students together (:func:`~stage2.clustering.local_search.chunk_moves`),
+   exchanges of groups of identical students between batches
+   (:func:`~stage2.clustering.local_search.chunk_swaps`) and local search with exact deltas
+   (swaps, and moves when sizes are flexible).
 
 Groups of (nearly) fixed sizes get at least ``tight_effort`` restarts and that multiple of the
 trials. Every assignment is the exact optimum, also on large groups
@@ -32,7 +34,7 @@ from stage2.clustering.assignment import (
     squared_distances,
 )
 from stage2.clustering.base import Batcher, BatchingProblem, CollapsedPoints, collapse, objective
-from stage2.clustering.local_search import chunk_moves, local_search
+from stage2.clustering.local_search import chunk_moves, chunk_swaps, local_search
 from stage2.clustering.random_swap import random_swap
 
 
@@ -161,6 +163,7 @@ class BalancedBatcher(Batcher):
         if not self.local_search:
             return flows_to_labels(flows, data.inverse)
         flows = chunk_moves(data.points, flows, sizes, n_neighbors=self.n_neighbors, max_passes=self.max_passes)
+        flows = chunk_swaps(data.points, flows, sizes, n_neighbors=self.n_neighbors, max_passes=self.max_passes)
         labels = flows_to_labels(flows, data.inverse)
         return local_search(features, labels, sizes, n_neighbors=self.n_neighbors, max_passes=self.max_passes)
 

@@ -10,6 +10,10 @@ Moves between each batch and its ``n_neighbors`` nearest batches (by mean):
 
 For every neighbouring pair the best of these is applied while it lowers the cost; passes
 repeat until one gains less than ``tol`` × Σ||x||² or ``max_passes`` is reached.
+
+On collapsed points (identical students as one weighted point), :func:`chunk_moves` moves
+``m`` identical students at once and :func:`chunk_swaps` exchanges ``m_p`` students of one
+course set for ``m_q`` of another: steps whose single-student halves each raise the cost.
 """
 
 from __future__ import annotations
@@ -252,4 +256,125 @@ def chunk_moves(
     neighbours = nearest_batches(sums / np.maximum(batch_sizes, 1)[:, None], n_neighbors)
     _chunk_passes(P, F, sums, batch_sizes, neighbours, sizes.planned.astype(np.float64), sizes.min_size,
                   sizes.max_size, float(sizes.deviation_cost), max_passes, tol)
+    return F
+
+
+@njit(cache=True, nogil=True)
+def _chunk_swap_passes(P, F, sums, sizes, neighbours, planned, min_size, max_size, deviation_cost, equal_counts,
+                       max_passes, tol):
+    """Exchanges of ``m_p`` identical students of point ``p`` in batch ``a`` with ``m_q`` of
+    point ``q`` in a neighbouring batch ``b`` (``m_p == m_q`` under ``equal_counts``), the best
+    per batch pair applied while it lowers SSE + penalty. ``F``, ``sums`` and ``sizes`` are
+    updated in place; returns the total gain."""
+    n_points, n_batches = F.shape
+    point_sq = np.empty(n_points)
+    scale = 0.0
+    for p in range(n_points):
+        point_sq[p] = P[p] @ P[p]
+        for b in range(n_batches):
+            scale += F[p, b] * point_sq[p]
+    sum_sq = np.empty(n_batches)
+    for b in range(n_batches):
+        sum_sq[b] = sums[b] @ sums[b]
+    total_gain = 0.0
+    for _ in range(max_passes):
+        # each batch's points, as of the start of the pass (stale entries are skipped: F is checked)
+        n_in = np.zeros(n_batches, dtype=np.int64)
+        for p in range(n_points):
+            for b in range(n_batches):
+                if F[p, b] > 0:
+                    n_in[b] += 1
+        offsets = np.zeros(n_batches + 1, dtype=np.int64)
+        for b in range(n_batches):
+            offsets[b + 1] = offsets[b] + n_in[b]
+        members = np.empty(offsets[n_batches], dtype=np.int64)
+        fill = offsets[:-1].copy()
+        for p in range(n_points):
+            for b in range(n_batches):
+                if F[p, b] > 0:
+                    members[fill[b]] = p
+                    fill[b] += 1
+        pass_gain = 0.0
+        for a in range(n_batches):
+            for t in range(neighbours.shape[1]):
+                b = neighbours[a, t]
+                sa, sb = sizes[a], sizes[b]
+                before = sum_sq[a] / sa + sum_sq[b] / sb
+                penalty_before = (sa - planned[a]) ** 2 + (sb - planned[b]) ** 2
+                best, best_p, best_q, best_mp, best_mq = -1e-10, -1, -1, 0, 0
+                for i in range(offsets[a], offsets[a + 1]):
+                    p = members[i]
+                    count_p = F[p, a]
+                    if count_p == 0:
+                        continue
+                    pa = P[p] @ sums[a]
+                    pb = P[p] @ sums[b]
+                    for j in range(offsets[b], offsets[b + 1]):
+                        q = members[j]
+                        count_q = F[q, b]
+                        if count_q == 0 or q == p:
+                            continue
+                        qa = P[q] @ sums[a]
+                        qb = P[q] @ sums[b]
+                        pq = P[p] @ P[q]
+                        for mp in range(1, count_p + 1):
+                            for mq in range(mp if equal_counts else 1, (min(mp, count_q) if equal_counts else count_q) + 1):
+                                new_sa, new_sb = sa - mp + mq, sb + mp - mq
+                                if new_sa < min_size or new_sa > max_size or new_sb < min_size or new_sb > max_size:
+                                    continue
+                                common = mp * mp * point_sq[p] + mq * mq * point_sq[q] - 2.0 * mp * mq * pq
+                                new_a = sum_sq[a] + common - 2.0 * mp * pa + 2.0 * mq * qa
+                                new_b = sum_sq[b] + common + 2.0 * mp * pb - 2.0 * mq * qb
+                                # SSE = Σ||x||² − Σ_b ||S_b||²/s_b; Σ||x||² does not change
+                                delta = before - new_a / new_sa - new_b / new_sb
+                                delta += deviation_cost * ((new_sa - planned[a]) ** 2 + (new_sb - planned[b]) ** 2
+                                                           - penalty_before)
+                                if delta < best:
+                                    best, best_p, best_q, best_mp, best_mq = delta, p, q, mp, mq
+                if best_p < 0:
+                    continue
+                F[best_p, a] -= best_mp
+                F[best_p, b] += best_mp
+                F[best_q, b] -= best_mq
+                F[best_q, a] += best_mq
+                sums[a] += best_mq * P[best_q] - best_mp * P[best_p]
+                sums[b] += best_mp * P[best_p] - best_mq * P[best_q]
+                sizes[a] += best_mq - best_mp
+                sizes[b] += best_mp - best_mq
+                sum_sq[a] = sums[a] @ sums[a]
+                sum_sq[b] = sums[b] @ sums[b]
+                pass_gain -= best
+        total_gain += pass_gain
+        if pass_gain <= tol * max(scale, 1e-12):
+            break
+    return total_gain
+
+
+def chunk_swaps(
+    points: np.ndarray,
+    flows: np.ndarray,
+    sizes: SizeModel,
+    *,
+    n_neighbors: int = 6,
+    max_passes: int = 20,
+    tol: float = 1e-7,
+) -> np.ndarray:
+    """Improve ``flows`` (collapsed points × batches) by exchanging groups of identical
+    students between neighbouring batches: ``m_p`` students of one course set for ``m_q`` of
+    another (``m_p == m_q`` when sizes are fixed), which neither single swaps nor chunk moves
+    reach when each half of the exchange alone raises the cost. Returns new flows."""
+    n_batches = sizes.n_batches
+    if n_batches < 2:
+        return flows
+    P = np.ascontiguousarray(points, dtype=np.float64)
+    F = flows.astype(np.int64, copy=True)
+    batch_sizes = F.sum(axis=0)
+    sums = F.T.astype(np.float64) @ P
+    neighbours = nearest_batches(sums / np.maximum(batch_sizes, 1)[:, None], n_neighbors)
+    if sizes.is_exact:  # sizes are kept: exchanges of equal counts only, no size price
+        low, high, equal_counts, deviation_cost = 0, int(batch_sizes.max()), True, 0.0
+    else:
+        low, high, equal_counts, deviation_cost = sizes.min_size, sizes.max_size, False, float(sizes.deviation_cost)
+    _chunk_swap_passes(P, F, sums, batch_sizes, neighbours, sizes.planned.astype(np.float64), low, high,
+                       deviation_cost, equal_counts, max_passes, tol)
     return F
