@@ -29,9 +29,9 @@ from stage2.features import course_matrix
 
 #: memory (MB) per chunk of silhouette distances
 SILHOUETTE_WORKING_MEMORY_MB = 64
-#: the distinct course rows are densified for the silhouette up to this size (MB): dense
-#: products are faster than sparse ones with tens of courses
-SILHOUETTE_DENSE_MAX_MB = 256
+#: the distinct course rows are densified for the silhouette up to this many courses: a dense
+#: product is faster with tens of courses, a sparse one with hundreds (students take a few)
+SILHOUETTE_DENSE_MAX_COURSES = 64
 #: how many responsible batches a failed threshold lists
 MAX_LISTED = 10
 
@@ -270,7 +270,7 @@ def binary_silhouette(matrix: sp.spmatrix, labels: np.ndarray, *, sample_size: i
     first_point = np.unique(row_of_point, return_index=True)[1]
     distinct = matrix[first_point]
     n_distinct = distinct.shape[0]
-    if distinct.shape[0] * distinct.shape[1] * 8 <= SILHOUETTE_DENSE_MAX_MB * 2**20:
+    if distinct.shape[1] <= SILHOUETTE_DENSE_MAX_COURSES:
         distinct = distinct.toarray()
     norms = np.asarray(distinct.sum(axis=1)).ravel()
     # points_per_label[r, l]: sampled points with course row r and label l

@@ -22,13 +22,13 @@ def sklearn_silhouette(matrix, labels, sample_size, seed):
         return None
 
 
-@pytest.mark.parametrize("chunk_mb, dense_mb", [(64, 256), (1e-4, 256), (64, 0), (1e-4, 0)])
-def test_binary_silhouette_equals_scikit_learn(monkeypatch, chunk_mb, dense_mb):
+@pytest.mark.parametrize("chunk_mb, dense_courses", [(64, 64), (1e-4, 64), (64, 0), (1e-4, 0)])
+def test_binary_silhouette_equals_scikit_learn(monkeypatch, chunk_mb, dense_courses):
     """Same value (float64 rounding) and same sample as silhouette_score, on random 0/1 rows
     with many duplicates, single-member labels and samples of any size; whether the rows are
     dense or sparse and however the work is chunked."""
     monkeypatch.setattr(metrics_module, "SILHOUETTE_WORKING_MEMORY_MB", chunk_mb)
-    monkeypatch.setattr(metrics_module, "SILHOUETTE_DENSE_MAX_MB", dense_mb)
+    monkeypatch.setattr(metrics_module, "SILHOUETTE_DENSE_MAX_COURSES", dense_courses)
     rng = np.random.default_rng(7)
     compared = 0
     for trial in range(60):
