@@ -289,12 +289,17 @@ def _chunk_swap_passes(P, F, sums, sizes, neighbours, planned, min_size, max_siz
             offsets[b + 1] = offsets[b] + n_in[b]
         members = np.empty(offsets[n_batches], dtype=np.int64)
         fill = offsets[:-1].copy()
+        max_members = 0
+        for b in range(n_batches):
+            max_members = max(max_members, n_in[b])
         for p in range(n_points):
             for b in range(n_batches):
                 if F[p, b] > 0:
                     members[fill[b]] = p
                     fill[b] += 1
         pass_gain = 0.0
+        dots_a = np.empty((max_members, 2))  # x_p·S_a, x_p·S_b for the points of a
+        dots_b = np.empty((max_members, 2))  # x_q·S_a, x_q·S_b for the points of b
         for a in range(n_batches):
             for t in range(neighbours.shape[1]):
                 b = neighbours[a, t]
@@ -304,18 +309,25 @@ def _chunk_swap_passes(P, F, sums, sizes, neighbours, planned, min_size, max_siz
                 best, best_p, best_q, best_mp, best_mq = -1e-10, -1, -1, 0, 0
                 for i in range(offsets[a], offsets[a + 1]):
                     p = members[i]
+                    dots_a[i - offsets[a], 0] = P[p] @ sums[a]
+                    dots_a[i - offsets[a], 1] = P[p] @ sums[b]
+                for j in range(offsets[b], offsets[b + 1]):
+                    q = members[j]
+                    dots_b[j - offsets[b], 0] = P[q] @ sums[a]
+                    dots_b[j - offsets[b], 1] = P[q] @ sums[b]
+                for i in range(offsets[a], offsets[a + 1]):
+                    p = members[i]
                     count_p = F[p, a]
                     if count_p == 0:
                         continue
-                    pa = P[p] @ sums[a]
-                    pb = P[p] @ sums[b]
+                    pa, pb = dots_a[i - offsets[a], 0], dots_a[i - offsets[a], 1]
                     for j in range(offsets[b], offsets[b + 1]):
                         q = members[j]
                         count_q = F[q, b]
-                        if count_q == 0 or q == p:
+                        # one student for one: local_search's swaps already try those
+                        if count_q == 0 or q == p or (count_p == 1 and count_q == 1):
                             continue
-                        qa = P[q] @ sums[a]
-                        qb = P[q] @ sums[b]
+                        qa, qb = dots_b[j - offsets[b], 0], dots_b[j - offsets[b], 1]
                         pq = P[p] @ P[q]
                         for mp in range(1, count_p + 1):
                             for mq in range(mp if equal_counts else 1, (min(mp, count_q) if equal_counts else count_q) + 1):
