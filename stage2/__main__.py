@@ -40,10 +40,10 @@ def run(cfg: DictConfig) -> float | None:
     Errors are turned into a message and an exit status here: Hydra would otherwise print a
     traceback and exit with 1 whatever went wrong.
     """
-    from stage2.pipeline import process_student_batching
-
     global _job_started
     _job_started = True
+    from stage2.pipeline import process_student_batching
+
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         result = process_student_batching(cfg)
@@ -68,9 +68,11 @@ def _check_composition(argv: list[str]) -> None:
     key is misspelt, a value has the wrong type or a config group option does not exist.
 
     Hydra itself reports such errors with exit status 1, which the exit-code table reserves
-    for bugs. Runs with Hydra flags (``-m``, ``--cfg``, ``--help``, ...) are left to Hydra:
-    a sweep's ``a,b`` values do not compose as a single job."""
-    if any(arg.startswith("-") for arg in argv):
+    for bugs. Runs with Hydra flags (``-m``, ``--cfg``, ``--help``, ...) or
+    ``hydra.mode=MULTIRUN`` are left to Hydra: a sweep's ``a,b`` values do not compose as a
+    single job (and its jobs may run in other processes)."""
+    if any(arg.startswith("-") for arg in argv) or any(arg.replace(" ", "").lower() == "hydra.mode=multirun"
+                                                          for arg in argv):
         return
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -94,15 +96,20 @@ def _check_composition(argv: list[str]) -> None:
 
 
 def main() -> None:
+    # Hydra failing before the job (exit 1, or its exception with HYDRA_FULL_ERROR=1): if the
+    # overrides do not compose, say so with the configuration exit status (Hydra's own message
+    # is already out). Checked only after a failure: composing costs ~0.15 s, which Hydra
+    # already spends twice per run.
     try:
         run()
     except SystemExit as exc:
         if exc.code == 1 and not _job_started:
-            # Hydra failed before the job: if the overrides do not compose, say so with the
-            # configuration exit status (Hydra's message is already printed). Checked only
-            # after a failure: composing costs ~0.15 s, which Hydra already spends twice.
             _check_composition(sys.argv[1:])
         _exit_without_teardown(exc.code)
+    except Exception:
+        if not _job_started:
+            _check_composition(sys.argv[1:])
+        raise
     _exit_without_teardown(0)
 
 

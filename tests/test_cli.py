@@ -72,3 +72,18 @@ def test_impossible_size_configuration_exits_2(tmp_path):
     assert proc.returncode == 2
     assert "BATCH_SIZE_BOUNDS_VIOLATED" in proc.stderr and "Traceback" not in proc.stderr
     assert not any((run_dir / f"{t}.csv").exists() for t in STAGE3_TABLES)
+
+
+def test_sweep_set_by_hydra_mode_runs_and_a_bad_job_keeps_its_exit_status(tmp_path, make_institution_dir):
+    """``hydra.mode=MULTIRUN`` (the spelling of ``-m`` in an override) is left to Hydra: its
+    ``a,b`` values are not composed as one job, and a job that fails on its input does not
+    turn into a configuration error."""
+    data = make_institution_dir(300, seed=2)
+    sweep_dir = tmp_path / "sweep"
+    common = ("hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}", "tracking.enabled=false", "report.notebook=false")
+    proc = run_stage2(*common, f"data.input_dir={data}", "seed=0,1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
+    assert all((sweep_dir / job / "student_batches.csv").exists() for job in ("0", "1"))
+    proc = run_stage2(*common, f"data.input_dir={tmp_path / 'missing'}", "seed=0,1", cwd=tmp_path)
+    assert proc.returncode == 3 and "INVALID_CONFIGURATION" not in proc.stderr, proc.stderr[-3000:]

@@ -721,12 +721,13 @@ def test_insufficient_rooms_message_names_the_batches(base_dir, compose_config, 
 
 
 @pytest.mark.slow
-def test_cli_mistyped_configuration_exits_2(base_dir, tmp_path):
+@pytest.mark.parametrize("hydra_full_error", ["0", "1"])  # with 1 Hydra raises instead of exiting
+def test_cli_mistyped_configuration_exits_2(base_dir, tmp_path, hydra_full_error):
     import os
     import subprocess
     import sys
 
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", HYDRA_FULL_ERROR=hydra_full_error)
     proc = subprocess.run(
         [sys.executable, "-m", "stage2", f"data.input_dir={base_dir}", *BASE_OVERRIDES, f"hydra.run.dir={tmp_path / 'run'}",
          "batch_size.min=abc"],
