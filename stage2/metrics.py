@@ -27,7 +27,7 @@ from stage2.contract.csvio import string_positions
 from stage2.config.settings import BatchingSettings, ConstraintRule
 from stage2.features import course_matrix
 
-#: memory (MB) per chunk of silhouette distances
+#: memory (MB) of each array of a chunk of silhouette distances (a few live at once)
 SILHOUETTE_WORKING_MEMORY_MB = 64
 #: the distinct course rows are densified for the silhouette up to this many courses: a dense
 #: product is faster with tens of courses, a sparse one with hundreds (students take a few)
@@ -240,18 +240,22 @@ def _silhouette(students, enrollments, labels, sample_size, seed) -> float | Non
 def binary_silhouette(matrix: sp.spmatrix, labels: np.ndarray, *, sample_size: int | None = None,
                       seed: int = 0) -> float | None:
     """scikit-learn's ``silhouette_score(matrix, labels, metric="euclidean",
-    sample_size=sample_size, random_state=seed)`` for a 0/1 matrix (same sample, same value
-    to float64 rounding; ``None`` where scikit-learn raises for fewer than 2 or more than
-    n - 1 labels in the sample).
+    sample_size=sample_size, random_state=seed)`` for a 0/1 matrix: the same sample, and the
+    same value to float64 rounding (scikit-learn scores float32 input in float32, ~1e-8
+    apart); ``None`` where scikit-learn raises: fewer than 2 or more than n - 1 labels in the
+    sample, or no columns.
 
     Why not scikit-learn's function: importing scikit-learn costs ~1 s per run (a third of a
     5,000-student run), and it computes the distances of every pair of sampled students,
     while students with the same course set have the same distances to everyone: here
     distances are computed between the distinct rows only (from the exact integer Gram
     matrix, |a| + |b| - 2 a.b) and summed per label with the (row, label) counts as weights.
-    Memory: one chunk of at most ``SILHOUETTE_WORKING_MEMORY_MB`` at a time.
+    Memory: chunks of rows, each of its arrays at most ``SILHOUETTE_WORKING_MEMORY_MB``
+    (a few live at once).
     """
     labels = np.asarray(labels)
+    if matrix.shape[1] == 0:
+        return None
     n_rows = matrix.shape[0]
     if sample_size is not None and sample_size < n_rows:
         indices = np.random.RandomState(seed).permutation(n_rows)[:sample_size]  # as scikit-learn draws it

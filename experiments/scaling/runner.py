@@ -244,9 +244,10 @@ def fit(prepared: str | Path, method: str, overrides: dict | None = None) -> dic
         # kernels, which numba loads on their first call (~0.3-0.4 s per process, mostly
         # initialising numba itself), by a short fit first (kernel_load_s)
         started = time.perf_counter()
-        if family != "balanced":
+        if family == "balanced":
+            load_kernels(meta["algorithms"]["balanced"], X, sizes)
+        else:  # their size repair is a plain OR-Tools flow: no compiled kernel to load
             import sklearn.cluster  # noqa: F401
-        load_kernels(meta["algorithms"]["balanced"], X, sizes)
         kernel_load_s = time.perf_counter() - started
         started = time.perf_counter()
         labels = batcher.fit_predict(BatchingProblem(X, sizes, seed=0))
