@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
-from joblib.externals.loky import get_reusable_executor
 
 from stage2.clustering import Batcher, BatchingProblem, make_batcher
 from stage2.clustering.assignment import SizeModel
@@ -86,6 +84,10 @@ def cluster_groups(
     parallel = n_jobs != 1 and len(to_cluster) > 1 and len(active) >= PARALLEL_MIN_STUDENTS
     workers_peak = 0.0
     if parallel:
+        # imported here: joblib (with loky, psutil, asyncio) is ~45 ms of a one-group run's start-up
+        from joblib import Parallel, delayed
+        from joblib.externals.loky import get_reusable_executor
+
         try:
             outcomes = Parallel(n_jobs=n_jobs, batch_size="auto")(delayed(_fit_in_worker)(batcher, p) for p in problems())
         finally:
