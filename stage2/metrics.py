@@ -282,14 +282,16 @@ def binary_silhouette(matrix: sp.spmatrix, labels: np.ndarray, *, sample_size: i
     chunk = max(1, int(SILHOUETTE_WORKING_MEMORY_MB * 2**20) // (8 * max(n_distinct, n_labels)))
     own_sum = np.empty(n_points)
     nearest_other = np.empty(n_points)
-    by_row = np.argsort(row_of_point, kind="stable")
+    by_row = np.argsort(row_of_point, kind="stable")  # points grouped by course row
+    rows_by_row = row_of_point[by_row]
     for start in range(0, n_distinct, chunk):
         stop = min(start + chunk, n_distinct)
         gram = distinct[start:stop] @ distinct.T
         gram = gram.toarray() if sp.issparse(gram) else gram
         distances = np.sqrt(np.maximum(norms[start:stop, None] + norms[None, :] - 2.0 * gram, 0.0))
         sums = np.asarray((points_per_label.T @ distances.T).T)  # (rows start:stop) x labels
-        points = by_row[np.searchsorted(row_of_point[by_row], start):np.searchsorted(row_of_point[by_row], stop)]
+        first, last = np.searchsorted(rows_by_row, [start, stop])
+        points = by_row[first:last]
         local_row, own = row_of_point[points] - start, label_of_point[points]
         own_sum[points] = sums[local_row, own]
         # a point's nearest other label: its row's nearest label, or the second nearest if that is its own

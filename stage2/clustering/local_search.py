@@ -173,10 +173,9 @@ def local_search(
 
 
 @njit(cache=True, nogil=True)
-def _chunk_passes(P, F, sums, sizes, neighbours, planned, min_size, max_size, deviation_cost, max_passes, tol):
-    """Moves of ``m`` identical students (``m`` ≤ the point's students in the batch) from a
-    batch to a neighbouring batch, best ``m`` and target per (point, batch), applied while they
-    lower SSE + penalty. ``F`` (points × batches flows), ``sums`` and ``sizes`` updated in place."""
+def _squared_norms(P, F, sums):  # pragma: no cover - numba
+    """||x_p||² per point, ||S_b||² per batch and Σ over students of ||x||² (the scale of the
+    passes' tolerance)."""
     n_points, n_batches = F.shape
     point_sq = np.empty(n_points)
     scale = 0.0
@@ -187,6 +186,16 @@ def _chunk_passes(P, F, sums, sizes, neighbours, planned, min_size, max_size, de
     sum_sq = np.empty(n_batches)
     for b in range(n_batches):
         sum_sq[b] = sums[b] @ sums[b]
+    return point_sq, sum_sq, scale
+
+
+@njit(cache=True, nogil=True)
+def _chunk_passes(P, F, sums, sizes, neighbours, planned, min_size, max_size, deviation_cost, max_passes, tol):
+    """Moves of ``m`` identical students (``m`` ≤ the point's students in the batch) from a
+    batch to a neighbouring batch, best ``m`` and target per (point, batch), applied while they
+    lower SSE + penalty. ``F`` (points × batches flows), ``sums`` and ``sizes`` updated in place."""
+    n_points, n_batches = F.shape
+    point_sq, sum_sq, scale = _squared_norms(P, F, sums)
     total_gain = 0.0
     for _ in range(max_passes):
         pass_gain = 0.0
@@ -234,6 +243,17 @@ def _chunk_passes(P, F, sums, sizes, neighbours, planned, min_size, max_size, de
     return total_gain
 
 
+def _collapsed_state(points: np.ndarray, flows: np.ndarray, n_neighbors: int):
+    """What the chunk kernels update in place: float64 points, a copy of the flows, batch sizes
+    and sums; and each batch's ``n_neighbors`` nearest batches by mean."""
+    P = np.ascontiguousarray(points, dtype=np.float64)
+    F = flows.astype(np.int64, copy=True)
+    batch_sizes = F.sum(axis=0)
+    sums = F.T.astype(np.float64) @ P
+    neighbours = nearest_batches(sums / np.maximum(batch_sizes, 1)[:, None], n_neighbors)
+    return P, F, batch_sizes, sums, neighbours
+
+
 def chunk_moves(
     points: np.ndarray,
     flows: np.ndarray,
@@ -249,11 +269,7 @@ def chunk_moves(
     n_batches = sizes.n_batches
     if n_batches < 2 or sizes.is_exact:
         return flows
-    P = np.ascontiguousarray(points, dtype=np.float64)
-    F = flows.astype(np.int64, copy=True)
-    batch_sizes = F.sum(axis=0)
-    sums = F.T.astype(np.float64) @ P
-    neighbours = nearest_batches(sums / np.maximum(batch_sizes, 1)[:, None], n_neighbors)
+    P, F, batch_sizes, sums, neighbours = _collapsed_state(points, flows, n_neighbors)
     _chunk_passes(P, F, sums, batch_sizes, neighbours, sizes.planned.astype(np.float64), sizes.min_size,
                   sizes.max_size, float(sizes.deviation_cost), max_passes, tol)
     return F
@@ -267,15 +283,7 @@ def _chunk_swap_passes(P, F, sums, sizes, neighbours, planned, min_size, max_siz
     per batch pair applied while it lowers SSE + penalty. ``F``, ``sums`` and ``sizes`` are
     updated in place; returns the total gain."""
     n_points, n_batches = F.shape
-    point_sq = np.empty(n_points)
-    scale = 0.0
-    for p in range(n_points):
-        point_sq[p] = P[p] @ P[p]
-        for b in range(n_batches):
-            scale += F[p, b] * point_sq[p]
-    sum_sq = np.empty(n_batches)
-    for b in range(n_batches):
-        sum_sq[b] = sums[b] @ sums[b]
+    point_sq, sum_sq, scale = _squared_norms(P, F, sums)
     total_gain = 0.0
     for _ in range(max_passes):
         # each batch's points, as of the start of the pass (stale entries are skipped: F is checked)
@@ -289,9 +297,7 @@ def _chunk_swap_passes(P, F, sums, sizes, neighbours, planned, min_size, max_siz
             offsets[b + 1] = offsets[b] + n_in[b]
         members = np.empty(offsets[n_batches], dtype=np.int64)
         fill = offsets[:-1].copy()
-        max_members = 0
-        for b in range(n_batches):
-            max_members = max(max_members, n_in[b])
+        max_members = n_in.max()
         for p in range(n_points):
             for b in range(n_batches):
                 if F[p, b] > 0:
@@ -378,11 +384,7 @@ def chunk_swaps(
     n_batches = sizes.n_batches
     if n_batches < 2:
         return flows
-    P = np.ascontiguousarray(points, dtype=np.float64)
-    F = flows.astype(np.int64, copy=True)
-    batch_sizes = F.sum(axis=0)
-    sums = F.T.astype(np.float64) @ P
-    neighbours = nearest_batches(sums / np.maximum(batch_sizes, 1)[:, None], n_neighbors)
+    P, F, batch_sizes, sums, neighbours = _collapsed_state(points, flows, n_neighbors)
     if sizes.is_exact:  # sizes are kept: exchanges of equal counts only, no size price
         low, high, equal_counts, deviation_cost = 0, int(batch_sizes.max()), True, 0.0
     else:
