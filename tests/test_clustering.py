@@ -11,6 +11,7 @@ from scipy.optimize import linear_sum_assignment
 from stage2.clustering import ALGORITHMS, BatchingProblem, make_batcher, within_batch_sse
 from stage2.clustering.assignment import (
     COST_SCALE,
+    DENSE_MAX_BATCHES,
     SizeModel,
     as_size_model,
     assign_exact,
@@ -99,16 +100,19 @@ def test_assign_exact_matches_brute_force_assignment():
 
 def test_candidate_restricted_assignment_is_still_the_exact_optimum():
     rng = np.random.default_rng(1)
-    points = rng.random((3000, 4))
-    counts = np.ones(3000, dtype=np.int64)
-    centroids = rng.random((100, 4))
+    n_batches = DENSE_MAX_BATCHES + 22  # above it the restricted graph is used
+    n_points = 20 * n_batches
+    points = rng.random((n_points, 4))
+    counts = np.ones(n_points, dtype=np.int64)
+    centroids = rng.random((n_batches, 4))
     d2 = np.rint(squared_distances(points, centroids) * COST_SCALE)
     # tight sizes: most students cannot get one of their 3 nearest centroids, so the restricted
     # graph alone is far from optimal; pricing in the missing arcs must reach the full optimum
-    for sizes in (balanced_sizes(3000, 100), SizeModel(balanced_sizes(3000, 100), 25, 35, 0.0)):
+    equal = balanced_sizes(n_points, n_batches)
+    for sizes in (equal, SizeModel(equal, 15, 25, 0.0)):
         flows, prices = assign_with_prices(points, counts, centroids, sizes, n_candidates=3)
         full = assign_exact(points, counts, centroids, sizes, n_candidates=None)
-        assert prices is not None and prices.shape == (100,)
+        assert prices is not None and prices.shape == (n_batches,)
         assert np.array_equal(flows.sum(axis=1), counts)
         assert as_size_model(sizes).admits(flows.sum(axis=0))
         assert (flows * d2).sum() == (full * d2).sum()
