@@ -312,10 +312,13 @@ def test_tight_sizes_get_more_restarts_and_trials():
     assert SizeModel.exact(planned).is_tight and SizeModel(planned, 40, 41, 0.0).is_tight
     assert not SizeModel(planned, 15, 60, 0.0).is_tight
     batcher = make_batcher({"name": "balanced", "n_init": 6, "restart_budget": 5000, "swap_trials": 4,
-                            "swap_max_trials": 1000, "tight_effort": 4})
+                            "swap_min_trials": 150, "swap_max_trials": 1000, "tight_effort": 4})
     # 20,000 students: one restart and 200 trials with free sizes; 4 and 800 with tight ones
     assert batcher._restarts(20_000) == 1 and batcher._restarts(20_000, 4.0) == 4
     assert batcher._swap_trials(50) == 200 and batcher._swap_trials(50, 4.0) == 800
     assert batcher._swap_trials(500) == 1000 and batcher._swap_trials(500, 4.0) == 4000
+    # small groups get at least swap_min_trials (trials are local there too); the smallest none
+    assert batcher._swap_trials(20) == 150 and batcher._swap_trials(20, 4.0) == 600
+    assert batcher._swap_trials(14) == 0
     assert batcher._restarts(500, 4.0) == 6  # the budget already allows n_init
 

@@ -8,7 +8,8 @@ set and soft-rule values are one weighted point):
    ``n_init`` of them, fewer on large groups (at most ``restart_budget`` student-restarts per
    group); the lowest objective is kept;
 2. random swap on the best (:mod:`stage2.clustering.random_swap`): ``swap_trials`` local
-   trials per batch in ``swap_rounds`` rounds, each round followed by k-means rounds on the
+   trials per batch (at least ``swap_min_trials``, at most ``swap_max_trials`` per group) in
+   ``swap_rounds`` rounds, each round followed by k-means rounds on the
    whole group; only in groups with more than ``2 * swap_neighbors + 2`` batches, where a trial
    re-solves part of the group (in smaller ones a trial is a restart, and restarts are cheaper);
 3. polish: moves of identical students together (:func:`~stage2.clustering.local_search.chunk_moves`)
@@ -97,6 +98,7 @@ class BalancedBatcher(Batcher):
         swap_neighbors: int = 6,
         swap_iter: int = 3,
         swap_rounds: int = 3,
+        swap_min_trials: int = 500,
         swap_max_trials: int = 1000,
         tight_effort: float = 4.0,
     ) -> None:
@@ -115,6 +117,7 @@ class BalancedBatcher(Batcher):
         self.swap_neighbors = swap_neighbors
         self.swap_iter = swap_iter
         self.swap_rounds = swap_rounds
+        self.swap_min_trials = swap_min_trials
         self.swap_max_trials = swap_max_trials
         self.tight_effort = tight_effort
 
@@ -181,13 +184,17 @@ class BalancedBatcher(Batcher):
         return self._polish(features, data, exchanged, sizes)
 
     def _swap_trials(self, n_batches: int, effort: float = 1.0) -> int:
-        """Random-swap trials for a group: ``effort × swap_trials`` per batch, at most
-        ``effort × swap_max_trials``; none unless a trial is local (it re-solves up to
+        """Random-swap trials for a group: ``effort × swap_trials`` per batch, at least
+        ``effort × swap_min_trials`` and at most ``effort × swap_max_trials``; none when
+        ``swap_trials`` is 0 or unless a trial is local (it re-solves up to
         ``2 * swap_neighbors + 2`` batches; in smaller groups a trial is a whole-group restart,
         and restarts are cheaper there)."""
         if n_batches <= 2 * self.swap_neighbors + 2:
             return 0
-        return int(max(0, min(round(effort * self.swap_trials * n_batches), round(effort * self.swap_max_trials))))
+        if self.swap_trials <= 0:
+            return 0
+        wanted = max(self.swap_trials * n_batches, self.swap_min_trials)
+        return int(max(0, round(effort * min(wanted, self.swap_max_trials))))
 
     def _random_swap(self, features: np.ndarray, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel,
                      n_trials: int, rng: np.random.Generator) -> np.ndarray:

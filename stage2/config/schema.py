@@ -106,6 +106,9 @@ class BalancedConfig(AlgorithmConfig):
     swap_iter: int = 3
     #: the trials are split into this many rounds, each followed by k-means rounds on the group
     swap_rounds: int = 3
+    #: at least this many trials per group where trials are local (small groups are cheap, and
+    #: their result varies most from seed to seed)
+    swap_min_trials: int = 500
     #: at most this many trials per group (bounds the time of very large groups)
     swap_max_trials: int = 1000
     #: groups with tight sizes (fixed, or free by one student) get at least this many restarts
