@@ -7,8 +7,24 @@ their courses and gives each a home room and shift, Stage 3 builds the timetable
 >>> result = process_student_batching(load_config(["tracking.enabled=false"]), output_dir="out")  # doctest: +SKIP
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
-from stage2.pipeline import BatchingResult, load_config, process_student_batching  # noqa: E402
-
 __all__ = ["BatchingResult", "__version__", "load_config", "process_student_batching"]
+
+if TYPE_CHECKING:
+    from stage2.pipeline import BatchingResult, load_config, process_student_batching
+
+
+def __getattr__(name: str):
+    """The pipeline's names, imported on first use: ``python -m stage2`` imports this package
+    before its entrypoint, which wants to control how the heavy imports happen
+    (:mod:`stage2.__main__`)."""
+    if name in ("BatchingResult", "load_config", "process_student_batching"):
+        from stage2 import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'stage2' has no attribute {name!r}")

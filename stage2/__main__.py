@@ -6,6 +6,16 @@ interrupted (``stage2.errors.EXIT_CODES``). A failed run writes no Stage 3 CSV.
 
 from __future__ import annotations
 
+import gc
+
+#: ``python -m stage2``: the cyclic garbage collector stays off while the libraries are imported
+#: and Hydra composes the configuration. Those steps allocate ~1M long-lived objects, which
+#: the collector would otherwise rescan ~580 times (0.3 s of a 3 s run on 5,000 students);
+#: the job then starts with them frozen out of every later collection (:func:`run`).
+_GC_DEFERRED = __name__ == "__main__"
+if _GC_DEFERRED:
+    gc.disable()
+
 import atexit
 import logging
 import os
@@ -41,8 +51,13 @@ def run(cfg: DictConfig) -> float | None:
     traceback and exit with 1 whatever went wrong.
     """
     global _job_started
+    first_job = not _job_started
     _job_started = True
     from stage2.pipeline import process_student_batching
+
+    if _GC_DEFERRED and first_job:
+        gc.freeze()  # what start-up built lives as long as the process
+        gc.enable()
 
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:

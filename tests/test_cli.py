@@ -87,3 +87,17 @@ def test_sweep_set_by_hydra_mode_runs_and_a_bad_job_keeps_its_exit_status(tmp_pa
     assert all((sweep_dir / job / "student_batches.csv").exists() for job in ("0", "1"))
     proc = run_stage2(*common, f"data.input_dir={tmp_path / 'missing'}", "seed=0,1", cwd=tmp_path)
     assert proc.returncode == 3 and "INVALID_CONFIGURATION" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_the_package_imports_the_pipeline_only_when_asked():
+    """``python -m stage2`` imports the package first; the entrypoint keeps the garbage
+    collector off while the heavy libraries load, which works only if the package itself
+    loads none of them."""
+    code = ("import sys, gc, stage2; heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'numba', 'pandera'}); "
+            "print(heavy, gc.isenabled(), stage2.process_student_batching.__module__, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["[]", "True", "stage2.pipeline", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        import stage2
+
+        stage2.nothing  # noqa: B018
