@@ -107,15 +107,23 @@ def squared_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def _slot_costs(model: SizeModel) -> np.ndarray:
-    """Flexible sizes: the cost of each batch's students above ``min_size`` (B × (max − min)
-    int64; entry u is the (min + u + 1)-th student's share of the convex deviation penalty,
-    shifted to be non-negative: the number of such students is fixed)."""
-    k, lo, hi = model.n_batches, model.min_size, model.max_size
-    if model.deviation_cost == 0:
-        return np.zeros((k, hi - lo), dtype=np.int64)
-    size_after = lo + np.arange(hi - lo)[None, :] + 1
-    increments = model.deviation_cost * ((size_after - model.planned[:, None]) ** 2 - (size_after - 1 - model.planned[:, None]) ** 2)
-    costs = np.rint(increments * COST_SCALE).astype(np.int64)
+    """Flexible sizes: the cost of each batch's students above ``min_size``
+    (:func:`slot_unit_costs`)."""
+    return slot_unit_costs(model.planned.astype(np.int64), model.min_size, model.max_size, float(model.deviation_cost))
+
+
+@njit(cache=True, nogil=True)
+def slot_unit_costs(planned, min_size, max_size, deviation_cost):  # pragma: no cover - numba
+    """B × (max − min) int64: entry u of batch b is the (min + u + 1)-th student's share of the
+    convex deviation penalty ``deviation_cost × (s − planned[b])²`` in cost units, shifted to be
+    non-negative (the number of such students is fixed)."""
+    costs = np.zeros((planned.size, max(max_size - min_size, 0)), dtype=np.int64)
+    if deviation_cost == 0 or costs.size == 0:
+        return costs
+    for b in range(planned.size):
+        for unit in range(max_size - min_size):
+            after = min_size + unit + 1 - planned[b]
+            costs[b, unit] = np.int64(np.rint(deviation_cost * (after * after - (after - 1) * (after - 1)) * COST_SCALE))
     return costs - costs.min()
 
 

@@ -17,33 +17,10 @@ the whole objective falls by the same amount.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
-from stage2.clustering.assignment import SizeModel, flows_to_labels, lloyd_rounds, squared_distances
+from stage2.clustering.assignment import TIE_LEVELS, SizeModel, _small_lloyd_rounds, slot_unit_costs
 from stage2.clustering.base import CollapsedPoints
-
-
-class _BatchTotals:
-    """Per-batch sums that give each batch's SSE in O(features): Σx, Σ||x||² and the size."""
-
-    def __init__(self, features: np.ndarray, labels: np.ndarray, n_batches: int) -> None:
-        self.features = features
-        self.row_sq = np.einsum("ij,ij->i", features, features)
-        self.sums = np.zeros((n_batches, features.shape[1]))
-        np.add.at(self.sums, labels, features)
-        self.sizes = np.bincount(labels, minlength=n_batches).astype(np.int64)
-        self.sq = np.bincount(labels, weights=self.row_sq, minlength=n_batches)
-
-    def sse(self, batches: np.ndarray) -> float:
-        sums = self.sums[batches]
-        return float(np.sum(self.sq[batches] - np.einsum("ij,ij->i", sums, sums) / self.sizes[batches]))
-
-    def update(self, batches: np.ndarray, members: np.ndarray, new_labels: np.ndarray) -> None:
-        self.sums[batches] = 0.0
-        np.add.at(self.sums, new_labels, self.features[members])
-        self.sizes[batches] = 0
-        np.add.at(self.sizes, new_labels, 1)
-        self.sq[batches] = 0.0
-        np.add.at(self.sq, new_labels, self.row_sq[members])
 
 
 def random_swap(
@@ -60,47 +37,148 @@ def random_swap(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Improve ``labels`` (students of ``data``) by ``n_trials`` local random-swap trials;
-    returns labels whose sizes ``sizes`` admits and whose objective is not higher."""
+    returns labels whose sizes ``sizes`` admits and whose objective is not higher.
+    ``n_candidates`` is unused: a trial's region is small enough for the full graph."""
     n_batches = sizes.n_batches
     if n_batches < 2 or n_trials <= 0:
         return labels
-    labels = labels.copy()
-    totals = _BatchTotals(features, labels, n_batches)
-    in_region = np.zeros(n_batches, dtype=bool)
     # draws made up front: the trial sequence depends on the seed only. Targets are distinct
     # feature rows, equally likely: drawing students would keep proposing the most common
     # course sets, which already have batches of their own
     removed_batches = rng.integers(0, n_batches, size=n_trials)
     first_student = np.unique(data.inverse, return_index=True)[1]
     chosen_students = first_student[rng.integers(0, first_student.size, size=n_trials)]
-    for removed, student in zip(removed_batches, chosen_students):
-        means = totals.sums / totals.sizes[:, None]
+    exact = sizes.is_exact
+    return _trials(
+        np.ascontiguousarray(features, dtype=np.float64), np.ascontiguousarray(data.points, dtype=np.float64),
+        data.inverse.astype(np.int64), labels.astype(np.int64), sizes.planned.astype(np.int64),
+        exact, sizes.min_size, sizes.max_size, 0.0 if exact else float(sizes.deviation_cost),
+        removed_batches.astype(np.int64), chosen_students.astype(np.int64), n_neighbors, n_iter, tol, TIE_LEVELS,
+    )
+
+
+@njit(cache=True, nogil=True)
+def _trials(features, points, inverse, labels, planned, exact, min_size, max_size, deviation_cost,
+            removed_batches, chosen_students, n_neighbors, n_iter, tol, tie_levels):  # pragma: no cover - numba
+    """The trials, compiled. Per batch the sums that give its SSE in O(features) (Σx, Σ||x||²,
+    size) are kept up to date; a trial re-solves the students of its region by
+    :func:`~stage2.clustering.assignment._small_lloyd_rounds` and is kept if the region's
+    SSE plus size penalty falls."""
+    labels = labels.copy()
+    n_students, n_features = features.shape
+    n_batches = planned.size
+    n_points = points.shape[0]
+    row_sq = np.zeros(n_students)
+    for i in range(n_students):
+        for f in range(n_features):
+            row_sq[i] += features[i, f] * features[i, f]
+    sums = np.zeros((n_batches, n_features))
+    sizes = np.zeros(n_batches, dtype=np.int64)
+    sq = np.zeros(n_batches)
+    for i in range(n_students):
+        b = labels[i]
+        sizes[b] += 1
+        sq[b] += row_sq[i]
+        for f in range(n_features):
+            sums[b, f] += features[i, f]
+    in_region = np.zeros(n_batches, dtype=np.bool_)
+    local_point = np.full(n_points, -1, dtype=np.int64)
+    means = np.empty((n_batches, n_features))
+    for trial in range(removed_batches.size):
+        removed, student = removed_batches[trial], chosen_students[trial]
+        for b in range(n_batches):
+            for f in range(n_features):
+                means[b, f] = sums[b, f] / sizes[b]
         target = features[student]
         near_target = _nearest(means, target, n_neighbors)
-        near_removed = _nearest(means, means[removed], n_neighbors)
-        region = np.unique(np.concatenate(([removed, labels[student]], near_target, near_removed)))
+        near_removed = _nearest(means, means[removed].copy(), n_neighbors)
+        candidates = np.empty(2 + near_target.size + near_removed.size, dtype=np.int64)
+        candidates[0], candidates[1] = removed, labels[student]
+        candidates[2:2 + near_target.size] = near_target
+        candidates[2 + near_target.size:] = near_removed
+        region = np.unique(candidates)
         if region.size < 2:
             continue
-        local_sizes = sizes.restricted(region)
-        before = totals.sse(region) + local_sizes.penalty(totals.sizes[region])
-        in_region[region] = True
-        members = np.flatnonzero(in_region[labels])
-        in_region[region] = False
-        point_ids, local_inverse, local_counts = np.unique(
-            data.inverse[members], return_inverse=True, return_counts=True
-        )
-        centroids = means[region]
+        # the region's size model: the same bounds and price over its batches
+        local_planned = planned[region]
+        if exact:
+            lower = local_planned.copy()
+            slots = np.zeros((region.size, 0), dtype=np.int64)
+        else:
+            lower = np.full(region.size, min_size, dtype=np.int64)
+            slots = slot_unit_costs(local_planned, min_size, max_size, deviation_cost)
+        before = 0.0
+        for b in region:
+            norm = 0.0
+            for f in range(n_features):
+                norm += sums[b, f] * sums[b, f]
+            before += sq[b] - norm / sizes[b]
+            if not exact:
+                before += deviation_cost * (sizes[b] - planned[b]) ** 2
+        # the region's students, collapsed to its distinct points (ascending point id)
+        for b in region:
+            in_region[b] = True
+        n_members = 0
+        for i in range(n_students):
+            if in_region[labels[i]]:
+                n_members += 1
+        members = np.empty(n_members, dtype=np.int64)
+        n_members = 0
+        for i in range(n_students):
+            if in_region[labels[i]]:
+                members[n_members] = i
+                n_members += 1
+        for b in region:
+            in_region[b] = False
+        for i in members:
+            local_point[inverse[i]] = 0
+        point_ids = np.flatnonzero(local_point == 0)
+        for index in range(point_ids.size):
+            local_point[point_ids[index]] = index
+        local_counts = np.zeros(point_ids.size, dtype=np.int64)
+        for i in members:
+            local_counts[local_point[inverse[i]]] += 1
+        centroids = means[region].copy()
         centroids[np.searchsorted(region, removed)] = target
-        flows, after = lloyd_rounds(data.points[point_ids], local_counts.astype(np.int64), centroids, local_sizes,
-                                    max_iter=n_iter, n_candidates=n_candidates, tol=tol)
+        flows, after = _small_lloyd_rounds(points[point_ids], local_counts, centroids, lower, slots,
+                                           local_planned.astype(np.float64), deviation_cost, n_iter, tol, tie_levels)
         if after < before - 1e-9 * max(1.0, before):
-            new_labels = region[flows_to_labels(flows, local_inverse.reshape(-1))]
-            labels[members] = new_labels
-            totals.update(region, members, new_labels)
+            # the students of each point, in ascending position, fill its batches in ascending
+            # order (as flows_to_labels)
+            next_batch = np.zeros(point_ids.size, dtype=np.int64)
+            for b in region:
+                sizes[b] = 0
+                sq[b] = 0.0
+                sums[b] = 0.0
+            for i in members:
+                point = local_point[inverse[i]]
+                while flows[point, next_batch[point]] == 0:
+                    next_batch[point] += 1
+                flows[point, next_batch[point]] -= 1
+                b = region[next_batch[point]]
+                labels[i] = b
+                sizes[b] += 1
+                sq[b] += row_sq[i]
+                for f in range(n_features):
+                    sums[b, f] += features[i, f]
+        for index in range(point_ids.size):
+            local_point[point_ids[index]] = -1
     return labels
 
 
-def _nearest(means: np.ndarray, point: np.ndarray, count: int) -> np.ndarray:
+@njit(cache=True, nogil=True)
+def _nearest(means, point, count):  # pragma: no cover - numba
     """The ``count`` batches whose means are nearest to ``point`` (ties: lower index first)."""
-    distances = squared_distances(point[None, :], means)[0]
-    return np.argsort(distances, kind="stable")[:count]
+    n_batches, n_features = means.shape
+    point_sq = 0.0
+    for f in range(n_features):
+        point_sq += point[f] * point[f]
+    distances = np.empty(n_batches)
+    for b in range(n_batches):
+        dot = 0.0
+        mean_sq = 0.0
+        for f in range(n_features):
+            dot += point[f] * means[b, f]
+            mean_sq += means[b, f] * means[b, f]
+        distances[b] = max(point_sq - 2.0 * dot + mean_sq, 0.0)
+    return np.argsort(distances, kind="mergesort")[:count]
