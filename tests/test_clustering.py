@@ -321,4 +321,5 @@ def test_tight_sizes_get_more_restarts_and_trials():
     assert batcher._swap_trials(20) == 150 and batcher._swap_trials(20, 4.0) == 600
     assert batcher._swap_trials(14) == 0
     assert batcher._restarts(500, 4.0) == 6  # the budget already allows n_init
+    assert batcher._restarts(500, 12.0) == 12 and batcher._restarts(20_000, 12.0) == 12  # tight: above n_init
 

@@ -100,7 +100,7 @@ class BalancedBatcher(Batcher):
         swap_rounds: int = 3,
         swap_min_trials: int = 500,
         swap_max_trials: int = 1000,
-        tight_effort: float = 4.0,
+        tight_effort: float = 12.0,
     ) -> None:
         super().__init__(n_init=n_init, max_iter=max_iter)
         if n_candidates < 1:
@@ -216,11 +216,11 @@ class BalancedBatcher(Batcher):
     def _restarts(self, n_students: int, effort: float = 1.0) -> int:
         """``n_init`` restarts, fewer for large groups: at most ``restart_budget`` student-
         restarts per group (restarts matter most, and cost least, on small groups); at least
-        ``effort`` (up to ``n_init``)."""
+        ``effort`` (tight groups: ``tight_effort``, also above ``n_init``)."""
         if self.restart_budget <= 0:
-            return self.n_init
+            return max(self.n_init, int(round(effort)))
         budgeted = max(1, self.restart_budget // max(n_students, 1))
-        return int(min(self.n_init, max(budgeted, round(effort))))
+        return int(max(min(self.n_init, budgeted), round(effort)))
 
     def _lloyd(self, points: np.ndarray, counts: np.ndarray, centroids: np.ndarray, sizes: SizeModel):
         return lloyd_rounds(points, counts, centroids, sizes, max_iter=self.max_iter,

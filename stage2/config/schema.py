@@ -112,8 +112,8 @@ class BalancedConfig(AlgorithmConfig):
     #: at most this many trials per group (bounds the time of very large groups)
     swap_max_trials: int = 1000
     #: groups with tight sizes (fixed, or free by one student) get at least this many restarts
-    #: (up to n_init) and this multiple of the random-swap trials (and of their cap)
-    tight_effort: float = 4.0
+    #: (also above n_init) and this multiple of the random-swap trials (and of their cap)
+    tight_effort: float = 12.0
 
 
 @dataclass
