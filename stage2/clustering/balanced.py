@@ -90,7 +90,7 @@ class BalancedBatcher(Batcher):
         restart_budget: int = 5_000,
         max_iter: int = 30,
         n_candidates: int = 24,
-        tol: float = 3e-4,
+        tol: float = 1e-3,
         local_search: bool = True,
         n_neighbors: int = 6,
         max_passes: int = 20,
@@ -98,7 +98,7 @@ class BalancedBatcher(Batcher):
         swap_neighbors: int = 6,
         swap_iter: int = 3,
         swap_rounds: int = 3,
-        swap_min_trials: int = 500,
+        swap_min_trials: int = 400,
         swap_max_trials: int = 1000,
         tight_effort: float = 12.0,
     ) -> None:

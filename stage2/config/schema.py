@@ -92,7 +92,7 @@ class BalancedConfig(AlgorithmConfig):
     #: arcs per point in the size-constrained assignment: its nearest centroids
     n_candidates: int = 24
     #: relative objective improvement below which the k-means rounds stop
-    tol: float = 3e-4
+    tol: float = 1e-3
     #: polish each restart by swaps (and moves, for flexible sizes) with exact deltas
     local_search: bool = True
     #: batches each batch exchanges students with in the local search
@@ -108,7 +108,7 @@ class BalancedConfig(AlgorithmConfig):
     swap_rounds: int = 3
     #: at least this many trials per group where trials are local (small groups are cheap, and
     #: their result varies most from seed to seed)
-    swap_min_trials: int = 500
+    swap_min_trials: int = 400
     #: at most this many trials per group (bounds the time of very large groups)
     swap_max_trials: int = 1000
     #: groups with tight sizes (fixed, or free by one student) get at least this many restarts
