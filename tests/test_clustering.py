@@ -185,11 +185,11 @@ def test_random_swap_keeps_sizes_and_never_raises_the_objective(exact):
                             sizes, max_iter=30, n_candidates=None, tol=1e-6)
     labels = flows_to_labels(flows, data.inverse)
     before = objective(features, labels, sizes)
-    swapped = random_swap(features, data, labels, sizes, n_trials=200, n_neighbors=3, n_iter=3, n_candidates=None,
+    swapped = random_swap(data, labels, sizes, n_trials=200, n_neighbors=3, n_iter=3,
                           tol=1e-6, rng=np.random.default_rng(0))
     assert sizes.admits(np.bincount(swapped, minlength=sizes.n_batches))
     assert objective(features, swapped, sizes) <= before + 1e-9
-    again = random_swap(features, data, labels, sizes, n_trials=200, n_neighbors=3, n_iter=3, n_candidates=None,
+    again = random_swap(data, labels, sizes, n_trials=200, n_neighbors=3, n_iter=3,
                         tol=1e-6, rng=np.random.default_rng(0))
     assert np.array_equal(swapped, again)
 
@@ -203,7 +203,7 @@ def test_random_swap_separates_two_mixed_batches():
     stuck[np.flatnonzero(track == 2)[:10]] = 3
     stuck[np.flatnonzero(track == 3)[:10]] = 3
     assert sizes.admits(np.bincount(stuck, minlength=4))
-    improved = random_swap(features, data, stuck, sizes, n_trials=40, n_neighbors=3, n_iter=3, n_candidates=None,
+    improved = random_swap(data, stuck, sizes, n_trials=40, n_neighbors=3, n_iter=3,
                            tol=1e-6, rng=np.random.default_rng(0))
     assert objective(features, improved, sizes) < objective(features, stuck, sizes) - 1.0
 

@@ -12,6 +12,13 @@ whole assignment (2,000 × 124) and a large one (8,000 × 494). Both solvers get
 costs (OR-Tools: the graph built and solved per call, as stage2 did before); times are the mean
 over repeats after one warm-up call, without the last k-means round's prices to start from;
 both results are checked to have the same cost.
+
+A second table is the choice stage2 makes for large groups: up to eight k-means rounds from
+k-means++ seeds (sizes [15, 60] at λ = 0.03, warm-started round to round as in the
+clustering) on a synthetic one-group institution (40 students per batch; its course matrix
+alone, and with the features of the soft rules a run clusters on), once with every assignment on the full graph by stage2's solver and once on the
+restricted graph (each point's 24 nearest centroids, missing arcs priced in) solved by
+OR-Tools. `stage2.clustering.assignment.DENSE_MAX_BATCHES` sits where the two cross.
 """
 
 from __future__ import annotations
@@ -21,9 +28,24 @@ import time
 
 import numpy as np
 
-from stage2.clustering.assignment import COST_SCALE, SizeModel, _slot_costs, _solve_dense, _solve_flow, squared_distances
+from stage2.clustering import assignment
+from stage2.clustering.balanced import initial_centroids
+from stage2.clustering.base import collapse
+from stage2.clustering.assignment import (
+    COST_SCALE,
+    SizeModel,
+    _slot_costs,
+    _solve_dense,
+    _solve_flow,
+    lloyd_rounds,
+    squared_distances,
+)
+from stage2.config.settings import ConstraintRule
+from stage2.features import SoftRuleFeatures, course_matrix, group_features
+from stage2.synth import make_institution
 
 SHAPES = [(133, 12, 200), (300, 14, 100), (2_000, 124, 5), (8_000, 494, 1)]  # points, batches, repeats
+CROSSOVER_BATCHES = [64, 124, 200, 494]
 COMMAND = "python experiments/scaling/assignment_bench.py"
 
 
@@ -72,8 +94,55 @@ def main() -> int:
             same = total_cost(costs, reference, lower, slots) == total_cost(costs, ours, lower, slots)
             print(f"| {n_points:,} × {n_batches} | {int(counts.sum()):,} | {label} | {ortools_s * 1e3:.3f} | "
                   f"{stage2_s * 1e3:.3f} | {ortools_s / stage2_s:.1f} | {'yes' if same else 'NO'} |", flush=True)
+    print("\n| features | batches | students | distinct rows | rounds | full graph, stage2: ms per round "
+          "| restricted graph, OR-Tools: ms per round | stage2 ÷ OR-Tools |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for soft_rules in (False, True):
+        for n_batches in CROSSOVER_BATCHES:
+            n_students, n_points, rounds, dense_s, restricted_s = crossover(n_batches, soft_rules)
+            label = "courses + soft rules" if soft_rules else "courses"
+            print(f"| {label} | {n_batches} | {n_students:,} | {n_points:,} | {rounds} | {dense_s * 1e3:.1f} | "
+                  f"{restricted_s * 1e3:.1f} | {dense_s / restricted_s:.2f} |", flush=True)
     print(f"\nRegenerate: {COMMAND}")
     return 0
+
+
+#: the soft rules a run on the synthetic institutions clusters on: their EAV table makes
+#: preferred shift (weight 3) and languages (weight 2) homogeneous; soft_rule_scale as in
+#: conf/constraints/default.yaml
+SOFT_RULES = [ConstraintRule("shift", "preferred_shift", "homogeneous", "soft", 3.0, 0.8),
+              ConstraintRule("language", "preferred_languages", "homogeneous", "soft", 2.0, 0.7)]
+SOFT_RULE_SCALE = 0.1
+
+
+def crossover(n_batches: int, soft_rules: bool, max_rounds: int = 8) -> tuple[int, int, int, float, float]:
+    """k-means rounds on a synthetic one-group institution of 40 students per batch
+    (``stage2.synth``, seed 0; its course matrix, with or without the soft rules' features),
+    from the same k-means++ start, with every assignment on the full graph (stage2's solver)
+    and on the restricted graph (OR-Tools). Returns students, distinct feature rows, rounds and
+    the seconds per round of each."""
+    tables = make_institution(40 * n_batches, seed=0, n_groups="one")
+    students = tables["student_data"]
+    courses = course_matrix(students["student_id"], tables["student_course_enrollment"]).matrix
+    soft = SoftRuleFeatures(students, SOFT_RULE_SCALE).for_group(np.arange(len(students)), SOFT_RULES)
+    data = collapse(group_features(courses, soft if soft_rules else None))
+    start = initial_centroids(data.points, data.counts, n_batches, 0)
+    planned = np.full(n_batches, len(students) // n_batches) + (np.arange(n_batches) < len(students) % n_batches)
+    model = SizeModel(planned, 15, 60, 0.03)
+    seconds, rounds = [], []
+    saved_limit, saved_assign = assignment.DENSE_MAX_BATCHES, assignment.assign_with_prices
+    try:
+        for dense_up_to in (10**9, 0):
+            assignment.DENSE_MAX_BATCHES = dense_up_to
+            calls = []
+            assignment.assign_with_prices = lambda *args, **kwargs: calls.append(1) or saved_assign(*args, **kwargs)
+            began = time.perf_counter()
+            lloyd_rounds(data.points, data.counts, start, model, max_iter=max_rounds, n_candidates=24, tol=0.0)
+            seconds.append((time.perf_counter() - began) / len(calls))
+            rounds.append(len(calls))
+    finally:
+        assignment.DENSE_MAX_BATCHES, assignment.assign_with_prices = saved_limit, saved_assign
+    return len(students), int(data.points.shape[0]), min(rounds), seconds[0], seconds[1]
 
 
 if __name__ == "__main__":

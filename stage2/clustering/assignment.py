@@ -34,9 +34,10 @@ COST_SCALE = 10_000
 #: up to this many (point, centroid) arcs the full bipartite graph is used (exact) ...
 FULL_GRAPH_MAX_ARCS = 20_000
 #: ... and with up to this many centroids whatever the number of points: the shortest paths
-#: over the centroids cost O(k²) each, and beat the restricted graph solved by OR-Tools up to
-#: ~150 centroids (measured on the 20k benchmark group's rows: 124 centroids 5x faster, 200
-#: 1.5x slower, 494 3.5x slower)
+#: over the centroids cost O(k²) each. ``python experiments/scaling/assignment_bench.py``
+#: (k-means rounds, full graph vs the restricted graph solved by OR-Tools): with the soft
+#: rules' features of a default run, 0.71x the time at 124 centroids, 0.77x at 200, 3.2x at
+#: 494; on course sets alone (fewer distinct rows) 0.29x at 64, 1.2x at 124, 1.5x at 200
 DENSE_MAX_BATCHES = 128
 #: random tie-breaking levels of the full-graph assignment (:func:`~stage2.clustering.transportation.tie_broken`)
 TIE_LEVELS = 16

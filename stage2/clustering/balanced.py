@@ -159,7 +159,7 @@ class BalancedBatcher(Batcher):
         else:
             if best_labels is not None:
                 best_flows = labels_to_flows(best_labels, data.inverse, data.points.shape[0], sizes.n_batches)
-            flows = self._random_swap(features, data, best_flows, sizes, n_trials, np.random.default_rng((seed, 1)))
+            flows = self._random_swap(data, best_flows, sizes, n_trials, np.random.default_rng((seed, 1)))
             labels = self._polish(features, data, flows, sizes)
         return self._exchange(features, data, labels, sizes)
 
@@ -196,15 +196,14 @@ class BalancedBatcher(Batcher):
         wanted = max(self.swap_trials * n_batches, self.swap_min_trials)
         return int(max(0, round(effort * min(wanted, self.swap_max_trials))))
 
-    def _random_swap(self, features: np.ndarray, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel,
-                     n_trials: int, rng: np.random.Generator) -> np.ndarray:
+    def _random_swap(self, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel, n_trials: int,
+                     rng: np.random.Generator) -> np.ndarray:
         """``swap_rounds`` × (random-swap trials, then k-means rounds on the whole group)."""
         rounds = max(1, self.swap_rounds)
         for round_index in range(rounds):
             share = n_trials // rounds + (1 if round_index < n_trials % rounds else 0)
-            labels = random_swap(features, data, flows_to_labels(flows, data.inverse), sizes, n_trials=share,
-                                 n_neighbors=self.swap_neighbors, n_iter=self.swap_iter,
-                                 n_candidates=self.n_candidates, tol=self.tol, rng=rng)
+            labels = random_swap(data, flows_to_labels(flows, data.inverse), sizes, n_trials=share,
+                                 n_neighbors=self.swap_neighbors, n_iter=self.swap_iter, tol=self.tol, rng=rng)
             swapped = labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches)
             # the trials moved centroids locally; global rounds from there (kept only if better:
             # the restricted candidate arcs could in principle miss the current assignment)

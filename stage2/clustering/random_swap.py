@@ -24,7 +24,6 @@ from stage2.clustering.base import CollapsedPoints
 
 
 def random_swap(
-    features: np.ndarray,
     data: CollapsedPoints,
     labels: np.ndarray,
     sizes: SizeModel,
@@ -32,13 +31,12 @@ def random_swap(
     n_trials: int,
     n_neighbors: int,
     n_iter: int,
-    n_candidates: int | None,
     tol: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Improve ``labels`` (students of ``data``) by ``n_trials`` local random-swap trials;
-    returns labels whose sizes ``sizes`` admits and whose objective is not higher.
-    ``n_candidates`` is unused: a trial's region is small enough for the full graph."""
+    returns labels whose sizes ``sizes`` admits and whose objective is not higher. A trial's
+    region is small enough for the full assignment graph."""
     n_batches = sizes.n_batches
     if n_batches < 2 or n_trials <= 0:
         return labels
@@ -50,37 +48,33 @@ def random_swap(
     chosen_students = first_student[rng.integers(0, first_student.size, size=n_trials)]
     exact = sizes.is_exact
     return _trials(
-        np.ascontiguousarray(features, dtype=np.float64), np.ascontiguousarray(data.points, dtype=np.float64),
-        data.inverse.astype(np.int64), labels.astype(np.int64), sizes.planned.astype(np.int64),
+        np.ascontiguousarray(data.points, dtype=np.float64), data.inverse.astype(np.int64), labels.astype(np.int64), sizes.planned.astype(np.int64),
         exact, sizes.min_size, sizes.max_size, 0.0 if exact else float(sizes.deviation_cost),
         removed_batches.astype(np.int64), chosen_students.astype(np.int64), n_neighbors, n_iter, tol, TIE_LEVELS,
     )
 
 
 @njit(cache=True, nogil=True)
-def _trials(features, points, inverse, labels, planned, exact, min_size, max_size, deviation_cost,
+def _trials(points, inverse, labels, planned, exact, min_size, max_size, deviation_cost,
             removed_batches, chosen_students, n_neighbors, n_iter, tol, tie_levels):  # pragma: no cover - numba
-    """The trials, compiled. Per batch the sums that give its SSE in O(features) (Σx, Σ||x||²,
-    size) are kept up to date; a trial re-solves the students of its region by
+    """The trials, compiled (student i is ``points[inverse[i]]``). Per batch the sums that give
+    its SSE in O(features) (Σx, Σ||x||², size) are kept up to date; a trial re-solves the
+    students of its region by
     :func:`~stage2.clustering.assignment._small_lloyd_rounds` and is kept if the region's
     SSE plus size penalty falls."""
     labels = labels.copy()
-    n_students, n_features = features.shape
+    n_students = labels.size
+    n_points, n_features = points.shape
     n_batches = planned.size
-    n_points = points.shape[0]
-    row_sq = np.zeros(n_students)
-    for i in range(n_students):
+    row_sq = np.zeros(n_points)
+    for p in range(n_points):
         for f in range(n_features):
-            row_sq[i] += features[i, f] * features[i, f]
+            row_sq[p] += points[p, f] * points[p, f]
     sums = np.zeros((n_batches, n_features))
     sizes = np.zeros(n_batches, dtype=np.int64)
     sq = np.zeros(n_batches)
     for i in range(n_students):
-        b = labels[i]
-        sizes[b] += 1
-        sq[b] += row_sq[i]
-        for f in range(n_features):
-            sums[b, f] += features[i, f]
+        _add_student(points, row_sq, sums, sizes, sq, inverse[i], labels[i])
     in_region = np.zeros(n_batches, dtype=np.bool_)
     local_point = np.full(n_points, -1, dtype=np.int64)
     means = np.empty((n_batches, n_features))
@@ -89,7 +83,7 @@ def _trials(features, points, inverse, labels, planned, exact, min_size, max_siz
         for b in range(n_batches):
             for f in range(n_features):
                 means[b, f] = sums[b, f] / sizes[b]
-        target = features[student]
+        target = points[inverse[student]]
         near_target = _nearest(means, target, n_neighbors)
         near_removed = _nearest(means, means[removed].copy(), n_neighbors)
         candidates = np.empty(2 + near_target.size + near_removed.size, dtype=np.int64)
@@ -155,15 +149,20 @@ def _trials(features, points, inverse, labels, planned, exact, min_size, max_siz
                 while flows[point, next_batch[point]] == 0:
                     next_batch[point] += 1
                 flows[point, next_batch[point]] -= 1
-                b = region[next_batch[point]]
-                labels[i] = b
-                sizes[b] += 1
-                sq[b] += row_sq[i]
-                for f in range(n_features):
-                    sums[b, f] += features[i, f]
+                labels[i] = region[next_batch[point]]
+                _add_student(points, row_sq, sums, sizes, sq, inverse[i], labels[i])
         for index in range(point_ids.size):
             local_point[point_ids[index]] = -1
     return labels
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_student(points, row_sq, sums, sizes, sq, point, batch):  # pragma: no cover - numba
+    """One student of ``point`` into ``batch``'s sums."""
+    sizes[batch] += 1
+    sq[batch] += row_sq[point]
+    for f in range(points.shape[1]):
+        sums[batch, f] += points[point, f]
 
 
 @njit(cache=True, nogil=True)
