@@ -203,6 +203,18 @@ def parse_overrides(args: list[str]) -> dict:
     return overrides
 
 
+def stage2_sizes(kind: str, planned: np.ndarray, meta: dict):
+    """The size model of a stage2 variant (``METHODS``' kind) on a prepared group."""
+    from stage2.clustering.assignment import SizeModel
+
+    lo, _, hi = meta["bounds"]
+    if kind == "flex":
+        return SizeModel(planned, lo, hi, float(meta["deviation_cost"]))
+    if kind == "bounds":
+        return SizeModel(planned, lo, hi, 0.0)
+    return SizeModel.exact(planned)
+
+
 def fit(prepared: str | Path, method: str, overrides: dict | None = None) -> dict:
     """Fit ``method`` on the prepared group (its parameters updated by ``overrides``); returns
     the row (fit seconds, quality)."""
@@ -230,14 +242,8 @@ def fit(prepared: str | Path, method: str, overrides: dict | None = None) -> dic
                           and np.bincount(labels, minlength=k).max() <= size_max)
     else:
         from stage2.clustering import BatchingProblem, make_batcher
-        from stage2.clustering.assignment import SizeModel
 
-        if kind == "flex":
-            sizes = SizeModel(planned, lo, hi, float(meta["deviation_cost"]))
-        elif kind == "bounds":
-            sizes = SizeModel(planned, lo, hi, 0.0)
-        else:
-            sizes = SizeModel.exact(planned)
+        sizes = stage2_sizes(kind, planned, meta)
         batcher = make_batcher({**meta["algorithms"][family], **overrides})
         # library start-up stays outside the timed fit, as KMC's imports above do: scikit-learn
         # (imported by stage2's sklearn-based algorithms when they fit) and stage2's compiled
@@ -246,8 +252,12 @@ def fit(prepared: str | Path, method: str, overrides: dict | None = None) -> dic
         started = time.perf_counter()
         if family == "balanced":
             load_kernels(meta["algorithms"]["balanced"], X, sizes)
-        else:  # their size repair is a plain OR-Tools flow: no compiled kernel to load
+        else:  # scikit-learn, and the compiled assignment solver of their size repair
             import sklearn.cluster  # noqa: F401
+
+            from stage2.clustering.assignment import assign_exact
+
+            assign_exact(X[:2], np.ones(2, dtype=np.int64), X[:2], np.ones(2, dtype=np.int64))
         kernel_load_s = time.perf_counter() - started
         started = time.perf_counter()
         labels = batcher.fit_predict(BatchingProblem(X, sizes, seed=0))
