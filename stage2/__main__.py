@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 
 from stage2.config import register_configs, register_resolvers
 from stage2.errors import EXIT_CODES, ConfigurationError, Stage2Error
+from stage2.locations import config_dir
 
 log = logging.getLogger("stage2")
 
@@ -43,9 +44,11 @@ def _interrupt_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def run(cfg: DictConfig) -> float | None:
-    """Run one job; return its academic coherence (the scalar sweepers optimise).
+    """Run one job; return its ``tracking.sweep_objective`` metric (the scalar a sweeper such
+    as Optuna optimises, in ``tracking.sweep_direction``; a sweep's parent run picks its best
+    child by the same metric).
 
     Errors are turned into a message and an exit status here: Hydra would otherwise print a
     traceback and exit with 1 whatever went wrong.
@@ -75,7 +78,8 @@ def run(cfg: DictConfig) -> float | None:
         print("stage2: interrupted; no output CSV was written (resume=true continues from the last "
               "checkpoint)", file=sys.stderr)
         sys.exit(EXIT_CODES["interrupted"])
-    return result.metrics.get("academic_coherence")
+    value = result.metrics.get(cfg.tracking.sweep_objective)
+    return None if value is None else float(value)
 
 
 def _check_composition(argv: list[str]) -> None:

@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-QUALITY_REPORT = "quality_report.json"
+from stage2.outputs import QUALITY_REPORT
+
 MEMBERSHIP = "batch_student_membership.csv"
 BATCHES = "student_batches.csv"
 #: files a run must have to be compared

@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 
 from stage2.allocation import Allocation
-from stage2.contract.schemas import MEMBERSHIP_COLUMNS, STUDENT_BATCHES_COLUMNS
+from stage2.contract.schemas import EXTRA_BATCH_COLUMNS, MEMBERSHIP_COLUMNS, STUDENT_BATCHES_COLUMNS
 from stage2.identifiers import batch_id, code_fragment, stable_uuids
 from stage2.sizing import NOT_APPLICABLE, BatchPlan
 
 MEMBERSHIP_STATUS = "ACTIVE"
 DEFAULT_TENANT = "default"
-EXTRA_BATCH_COLUMNS = ["group_key", "group_status", "size_min", "size_max"]
 
 
 def _mode_per_batch(values: pd.Series, batch_of_student: np.ndarray, n_batches: int) -> list:

@@ -23,7 +23,10 @@ TEXT_COLUMNS = ("batch_name", "student_name", "course_name")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 #: the tables Stage 3 reads, in the order they are written
 STAGE3_TABLES = ("student_batches", "batch_student_membership", "batch_course_enrollment")
+#: the run's record: metrics, thresholds, groups, warnings, configuration
 QUALITY_REPORT = "quality_report.json"
+#: per-batch quality (coherence, SSE, room use, broken soft rules)
+BATCH_QUALITY = "batch_quality.csv"
 #: written by a failed or interrupted run: status, error (code, where, message, fix), warnings
 ERRORS_FILE = "errors.json"
 #: written by a dry run: the plan and the room check

@@ -37,6 +37,7 @@ from stage2.clustering.assignment import (
 from stage2.clustering.base import Batcher, BatchingProblem, CollapsedPoints, collapse, objective
 from stage2.clustering.local_search import chunk_moves, chunk_swaps, local_search
 from stage2.clustering.random_swap import random_swap
+from stage2.config.schema import BalancedConfig
 
 
 def initial_centroids(points: np.ndarray, counts: np.ndarray, n_batches: int, seed: int) -> np.ndarray:
@@ -83,43 +84,15 @@ def match_planned_order(labels: np.ndarray, planned: np.ndarray) -> np.ndarray:
 class BalancedBatcher(Batcher):
     name = "balanced"
 
-    def __init__(
-        self,
-        *,
-        n_init: int = 6,
-        restart_budget: int = 5_000,
-        max_iter: int = 30,
-        n_candidates: int = 24,
-        tol: float = 1e-3,
-        local_search: bool = True,
-        n_neighbors: int = 6,
-        max_passes: int = 20,
-        swap_trials: float = 3.0,
-        swap_neighbors: int = 6,
-        swap_iter: int = 3,
-        swap_rounds: int = 3,
-        swap_min_trials: int = 400,
-        swap_max_trials: int = 1000,
-        tight_effort: float = 12.0,
-    ) -> None:
-        super().__init__(n_init=n_init, max_iter=max_iter)
-        if n_candidates < 1:
-            raise ValueError(f"n_candidates must be at least 1, got {n_candidates}")
-        if tight_effort <= 0:
-            raise ValueError(f"tight_effort must be positive, got {tight_effort}")
-        self.restart_budget = restart_budget
-        self.n_candidates = n_candidates
-        self.tol = tol
-        self.local_search = local_search
-        self.n_neighbors = n_neighbors
-        self.max_passes = max_passes
-        self.swap_trials = swap_trials
-        self.swap_neighbors = swap_neighbors
-        self.swap_iter = swap_iter
-        self.swap_rounds = swap_rounds
-        self.swap_min_trials = swap_min_trials
-        self.swap_max_trials = swap_max_trials
-        self.tight_effort = tight_effort
+    config_class = BalancedConfig
+    config: BalancedConfig
+
+    def _check(self, config: BalancedConfig) -> None:
+        super()._check(config)
+        if config.n_candidates < 1:
+            raise ValueError(f"n_candidates must be at least 1, got {config.n_candidates}")
+        if config.tight_effort <= 0:
+            raise ValueError(f"tight_effort must be positive, got {config.tight_effort}")
 
     def fit_predict(self, problem: BatchingProblem) -> np.ndarray:
         sizes = problem.sizes
@@ -141,7 +114,7 @@ class BalancedBatcher(Batcher):
         # with (nearly) fixed sizes k-means rounds end in optima that differ by several percent
         # from start to start, and a local trial, which must keep every batch's size, is rarely
         # accepted: such groups get more restarts and more trials
-        effort = self.tight_effort if sizes.is_tight else 1.0
+        effort = self.config.tight_effort if sizes.is_tight else 1.0
         seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=self._restarts(features.shape[0], effort))
         best_flows, best_labels, best_cost = None, None, np.inf
         for restart_seed in seeds:
@@ -165,20 +138,20 @@ class BalancedBatcher(Batcher):
 
     def _polish(self, features: np.ndarray, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel) -> np.ndarray:
         """Labels of ``flows`` after moves of identical students together and local search."""
-        if not self.local_search:
+        if not self.config.local_search:
             return flows_to_labels(flows, data.inverse)
-        flows = chunk_moves(data.points, flows, sizes, n_neighbors=self.n_neighbors, max_passes=self.max_passes)
+        flows = chunk_moves(data.points, flows, sizes, n_neighbors=self.config.n_neighbors, max_passes=self.config.max_passes)
         labels = flows_to_labels(flows, data.inverse)
-        return local_search(features, labels, sizes, n_neighbors=self.n_neighbors, max_passes=self.max_passes)
+        return local_search(features, labels, sizes, n_neighbors=self.config.n_neighbors, max_passes=self.config.max_passes)
 
     def _exchange(self, features: np.ndarray, data: CollapsedPoints, labels: np.ndarray, sizes: SizeModel) -> np.ndarray:
         """Last step, once per group: exchanges of groups of identical students between batches
         (:func:`chunk_swaps`), and the polish again if one was made. Not in every restart's
         polish: on thousands of small groups that cost ~20 % of the clustering for no gain."""
-        if not self.local_search:
+        if not self.config.local_search:
             return labels
         flows = labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches)
-        exchanged = chunk_swaps(data.points, flows, sizes, n_neighbors=self.n_neighbors, max_passes=self.max_passes)
+        exchanged = chunk_swaps(data.points, flows, sizes, n_neighbors=self.config.n_neighbors, max_passes=self.config.max_passes)
         if np.array_equal(exchanged, flows):
             return labels
         return self._polish(features, data, exchanged, sizes)
@@ -189,21 +162,21 @@ class BalancedBatcher(Batcher):
         ``swap_trials`` is 0 or unless a trial is local (it re-solves up to
         ``2 * swap_neighbors + 2`` batches; in smaller groups a trial is a whole-group restart,
         and restarts are cheaper there)."""
-        if n_batches <= 2 * self.swap_neighbors + 2:
+        if n_batches <= 2 * self.config.swap_neighbors + 2:
             return 0
-        if self.swap_trials <= 0:
+        if self.config.swap_trials <= 0:
             return 0
-        wanted = max(self.swap_trials * n_batches, self.swap_min_trials)
-        return int(max(0, round(effort * min(wanted, self.swap_max_trials))))
+        wanted = max(self.config.swap_trials * n_batches, self.config.swap_min_trials)
+        return int(max(0, round(effort * min(wanted, self.config.swap_max_trials))))
 
     def _random_swap(self, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel, n_trials: int,
                      rng: np.random.Generator) -> np.ndarray:
         """``swap_rounds`` × (random-swap trials, then k-means rounds on the whole group)."""
-        rounds = max(1, self.swap_rounds)
+        rounds = max(1, self.config.swap_rounds)
         for round_index in range(rounds):
             share = n_trials // rounds + (1 if round_index < n_trials % rounds else 0)
             labels = random_swap(data, flows_to_labels(flows, data.inverse), sizes, n_trials=share,
-                                 n_neighbors=self.swap_neighbors, n_iter=self.swap_iter, tol=self.tol, rng=rng)
+                                 n_neighbors=self.config.swap_neighbors, n_iter=self.config.swap_iter, tol=self.config.tol, rng=rng)
             swapped = labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches)
             # the trials moved centroids locally; global rounds from there (kept only if better:
             # the restricted candidate arcs could in principle miss the current assignment)
@@ -216,11 +189,11 @@ class BalancedBatcher(Batcher):
         """``n_init`` restarts, fewer for large groups: at most ``restart_budget`` student-
         restarts per group (restarts matter most, and cost least, on small groups); at least
         ``effort`` (tight groups: ``tight_effort``, also above ``n_init``)."""
-        if self.restart_budget <= 0:
-            return max(self.n_init, int(round(effort)))
-        budgeted = max(1, self.restart_budget // max(n_students, 1))
-        return int(max(min(self.n_init, budgeted), round(effort)))
+        if self.config.restart_budget <= 0:
+            return max(self.config.n_init, int(round(effort)))
+        budgeted = max(1, self.config.restart_budget // max(n_students, 1))
+        return int(max(min(self.config.n_init, budgeted), round(effort)))
 
     def _lloyd(self, points: np.ndarray, counts: np.ndarray, centroids: np.ndarray, sizes: SizeModel):
-        return lloyd_rounds(points, counts, centroids, sizes, max_iter=self.max_iter,
-                            n_candidates=self.n_candidates, tol=self.tol)
+        return lloyd_rounds(points, counts, centroids, sizes, max_iter=self.config.max_iter,
+                            n_candidates=self.config.n_candidates, tol=self.config.tol)

@@ -9,11 +9,13 @@ keeps every hard rule; algorithms differ only in how low a cost they reach.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar
 
 import numpy as np
 
 from stage2.clustering.assignment import SizeModel, as_size_model
+from stage2.config.schema import AlgorithmConfig
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,33 @@ def collapse(features: np.ndarray) -> CollapsedPoints:
 
 
 class Batcher(ABC):
-    """Base class: subclasses set ``name`` and implement :meth:`fit_predict`."""
+    """Base class: subclasses set ``name`` and ``config_class`` (their schema in
+    :mod:`stage2.config.schema`, which holds every parameter's default) and implement
+    :meth:`fit_predict`.
 
-    name: str = ""
+    ``Batcher(config)`` takes a config object, ``Batcher(**params)`` keyword parameters over
+    the schema's defaults, as a scikit-learn estimator would; both together: ``params``
+    replace the config's values. An unknown parameter raises ``TypeError``, a bad value
+    ``ValueError``.
+    """
 
-    def __init__(self, *, n_init: int = 1, max_iter: int = 30) -> None:
-        self.n_init = n_init
-        self.max_iter = max_iter
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
+
+    def __init__(self, config: AlgorithmConfig | None = None, **params: Any) -> None:
+        base = config if config is not None else self.config_class()
+        if not isinstance(base, self.config_class):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(base).__name__}")
+        known = {f.name for f in fields(base)} - {"name"}
+        if unknown := sorted(set(params) - known):
+            raise TypeError(f"unknown parameter(s) {unknown} for algorithm {self.name!r}; known: {sorted(known)}")
+        self.config = replace(base, **params)
+        self._check(self.config)
+
+    def _check(self, config: Any) -> None:
+        """Raise ``ValueError`` for a parameter value the algorithm cannot use."""
+        if config.n_init < 1:
+            raise ValueError(f"n_init must be at least 1, got {config.n_init}")
 
     @abstractmethod
     def fit_predict(self, problem: BatchingProblem) -> np.ndarray:
@@ -74,7 +96,7 @@ class Batcher(ABC):
         ``problem.batch_sizes`` when the size model is exact)."""
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in sorted(vars(self).items()))
+        params = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields(self.config) if f.name != "name")
         return f"{type(self).__name__}({params})"
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from stage2.clustering.assignment import SizeModel, assign_exact, flows_to_labels
 from stage2.clustering.balanced import initial_centroids
 from stage2.clustering.base import Batcher, BatchingProblem, CollapsedPoints, collapse
+from stage2.config.schema import HierarchicalConfig, KMeansConfig, SpectralConfig
 from stage2.errors import ConfigurationError
 
 #: AgglomerativeClustering and SpectralClustering keep O(points²) structures
@@ -55,13 +56,13 @@ class _RepairedClustering(Batcher):
 class KMeansBatcher(_RepairedClustering):
     name = "kmeans"
 
-    def __init__(self, *, n_init: int = 4, max_iter: int = 300) -> None:
-        super().__init__(n_init=n_init, max_iter=max_iter)
+    config_class = KMeansConfig
+    config: KMeansConfig
 
     def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:
         from sklearn.cluster import KMeans
 
-        model = KMeans(n_clusters=n_batches, n_init=self.n_init, max_iter=self.max_iter, random_state=seed)
+        model = KMeans(n_clusters=n_batches, n_init=self.config.n_init, max_iter=self.config.max_iter, random_state=seed)
         model.fit(data.points, sample_weight=data.counts.astype(np.float64))
         return model.cluster_centers_
 
@@ -79,9 +80,8 @@ def _check_quadratic(data: CollapsedPoints, name: str) -> None:
 class SpectralBatcher(_RepairedClustering):
     name = "spectral"
 
-    def __init__(self, *, n_init: int = 1, max_iter: int = 30, n_neighbors: int = 10) -> None:
-        super().__init__(n_init=n_init, max_iter=max_iter)
-        self.n_neighbors = n_neighbors
+    config_class = SpectralConfig
+    config: SpectralConfig
 
     def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:
         from sklearn.cluster import SpectralClustering
@@ -91,7 +91,7 @@ class SpectralBatcher(_RepairedClustering):
         model = SpectralClustering(
             n_clusters=n_batches,
             affinity="nearest_neighbors",
-            n_neighbors=max(1, min(self.n_neighbors, n_points - 1)),
+            n_neighbors=max(1, min(self.config.n_neighbors, n_points - 1)),
             assign_labels="cluster_qr",
             random_state=seed,
         )
@@ -102,13 +102,12 @@ class SpectralBatcher(_RepairedClustering):
 class HierarchicalBatcher(_RepairedClustering):
     name = "hierarchical"
 
-    def __init__(self, *, n_init: int = 1, max_iter: int = 30, linkage: str = "ward") -> None:
-        super().__init__(n_init=n_init, max_iter=max_iter)
-        self.linkage = linkage
+    config_class = HierarchicalConfig
+    config: HierarchicalConfig
 
     def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:
         from sklearn.cluster import AgglomerativeClustering
 
         _check_quadratic(data, self.name)
-        labels = AgglomerativeClustering(n_clusters=n_batches, linkage=self.linkage).fit_predict(data.points)
+        labels = AgglomerativeClustering(n_clusters=n_batches, linkage=self.config.linkage).fit_predict(data.points)
         return centroids_of_labels(data, labels, n_batches)

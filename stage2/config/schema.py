@@ -1,18 +1,20 @@
-"""Structured-config schemas: the typed shape of ``conf/``.
+"""Structured configs: the typed shape of ``conf/`` and every default value.
 
-Registered in Hydra's ConfigStore by :func:`register_configs`, so that a misspelt key or a
-value of the wrong type fails when the configuration is composed, before any data is read.
-Values live in the YAML files under ``conf/``; these dataclasses only fix names, types and
-the defaults a Python caller gets without Hydra.
+Each default lives here and only here: a YAML file under ``conf/`` lists only what its option
+changes (``conf/batch_size/small_rooms.yaml`` sets three bounds, ``conf/algorithm/kmeans.yaml``
+selects the k-means schema and nothing else). ``python -m stage2 --cfg job`` prints the
+composed values. Registered in Hydra's ConfigStore by :func:`register_configs`, so that a
+misspelt key or a value of the wrong type fails when the configuration is composed, before any
+data is read; the pipeline reads the composed configuration as a :class:`Stage2Config`
+object (:func:`to_stage2_config`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 RULE_TYPES = ("no_mix", "homogeneous", "max_variance", "capacity_limit")
 CONSTRAINT_LEVELS = ("hard", "soft")
@@ -31,8 +33,9 @@ SCOPE_TYPES = ("INSTITUTION", "TENANT", "PROGRAM", "COURSE")
 @dataclass
 class DataConfig:
     #: the institution's input directory (the data contract); ``${stage2.dataset:NAME}``
-    #: materialises a built-in example institution and returns its directory
-    input_dir: str = MISSING
+    #: materialises a built-in example institution and returns its directory (default: the
+    #: synthetic demo university)
+    input_dir: str = "${stage2.dataset:demo}"
 
 
 @dataclass
@@ -61,6 +64,8 @@ class WeightsConfig:
 
 @dataclass
 class ConstraintsConfig:
+    """A named constraint set (``conf/constraints/<name>.yaml`` holds its rules)."""
+
     name: str = MISSING
     #: rule name -> {field_name, rule_type, constraint_level, weight, threshold, entity_type,
     #: entity_id}; typed loosely so ``+constraints.rules.NAME={...}`` works on the command
@@ -141,7 +146,7 @@ class ResourcesConfig:
 
     allocate_rooms: bool = True
     #: room types usable as a batch's home room; ``None`` means every room
-    room_types: Optional[list[str]] = None
+    room_types: list[str] | None = None
     #: weight of shift-preference satisfaction against seat utilisation in the allocation
     shift_preference_weight: float = 1.0
 
@@ -156,9 +161,9 @@ class EnrollmentConfig:
 class TrackingConfig:
     enabled: bool = True
     #: MLflow tracking URI; ``None``: $MLFLOW_TRACKING_URI, else ``sqlite:///<cwd>/mlflow.db``
-    uri: Optional[str] = None
+    uri: str | None = None
     experiment_name: str = "stage2"
-    run_name: Optional[str] = None
+    run_name: str | None = None
     log_artifacts: bool = True
     #: metric of the child runs by which a sweep's parent run records its best child
     #: (stage2.tracking.hydra_callback.MLflowSweepCallback)
@@ -193,15 +198,16 @@ class InstitutionConfig:
     """Who the run is for; set by ``+institution=NAME``."""
 
     name: str = MISSING
-    tenant_id: Optional[str] = None
-    institution_id: Optional[str] = None
+    tenant_id: str | None = None
+    institution_id: str | None = None
     description: str = ""
 
 
 @dataclass
 class Stage2Config:
     data: DataConfig = field(default_factory=DataConfig)
-    algorithm: Any = MISSING
+    #: one of :data:`ALGORITHM_SCHEMAS`, chosen by ``algorithm=<name>``
+    algorithm: AlgorithmConfig = MISSING
     batch_size: BatchSizeConfig = field(default_factory=BatchSizeConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
@@ -210,14 +216,14 @@ class Stage2Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    institution: Optional[InstitutionConfig] = None
+    institution: InstitutionConfig | None = None
     seed: int = 0
     #: turn warnings (undersized group, unplaced batch, ...) into errors
     strict: bool = False
     #: ISO-8601 reference time for EAV effective dates and output timestamps; ``None``: now
-    as_of: Optional[str] = None
+    as_of: str | None = None
     #: where the CSVs and reports go; ``None``: Hydra's run directory (or the cwd)
-    output_dir: Optional[str] = None
+    output_dir: str | None = None
     #: worker processes for clustering independent groups (-1: every core); large runs only
     n_jobs: int = -1
     #: validate input and configuration, print the plan, write only validation_report.json
@@ -234,14 +240,38 @@ ALGORITHM_SCHEMAS: dict[str, type[AlgorithmConfig]] = {
 }
 
 
+#: ConfigStore name of each algorithm's schema, at the top level of the store (not in the
+#: ``algorithm`` group) so that ``--help`` lists only the real options;
+#: ``conf/algorithm/<name>.yaml`` extends it with ``- /algorithm_<name>_schema@_here_``
+ALGORITHM_SCHEMA_NAMES = {name: f"algorithm_{name}_schema" for name in ALGORITHM_SCHEMAS}
+
+
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
     cs = ConfigStore.instance()
     cs.store(name="stage2_schema", node=Stage2Config)
     for name, schema in ALGORITHM_SCHEMAS.items():
-        cs.store(group="algorithm", name=f"{name}_schema", node=schema)
-    cs.store(group="batch_size", name="batch_size_schema", node=BatchSizeConfig)
-    cs.store(group="weights", name="weights_schema", node=WeightsConfig)
-    cs.store(group="constraints", name="constraints_schema", node=ConstraintsConfig)
-    cs.store(group="resources", name="resources_schema", node=ResourcesConfig)
-    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+        cs.store(name=ALGORITHM_SCHEMA_NAMES[name], node=schema)
+
+
+def to_stage2_config(cfg: Stage2Config | DictConfig | dict[str, Any]) -> Stage2Config:
+    """The configuration as a typed :class:`Stage2Config`, interpolations resolved.
+
+    ``cfg`` is a composed configuration (:func:`stage2.load_config`), a mapping of the same
+    shape (merged over the defaults, so it may be partial; ``algorithm.name`` chooses the
+    algorithm's schema) or already a :class:`Stage2Config`. A misspelt key or a value of the
+    wrong type raises OmegaConf's validation error.
+    """
+    if isinstance(cfg, Stage2Config):
+        return cfg
+    if isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is Stage2Config:
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    merged = OmegaConf.structured(Stage2Config)
+    raw = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
+    algorithm = raw.get("algorithm")
+    if isinstance(algorithm, dict) and algorithm.get("name") in ALGORITHM_SCHEMAS:
+        merged.algorithm = OmegaConf.structured(ALGORITHM_SCHEMAS[algorithm["name"]])
+    merged = OmegaConf.merge(merged, raw)
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]

@@ -36,9 +36,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from stage2.config.schema import CONSTRAINT_LEVELS, RULE_TYPES, SCOPE_TYPES
+from stage2.config.schema import CONSTRAINT_LEVELS, RULE_TYPES, SCOPE_TYPES, Stage2Config, to_stage2_config
+from stage2.contract.schemas import EAV_VALUE_COLUMNS
 from stage2.errors import ConfigurationError, InputValidationError, ValidationIssue
 
 #: recommended ranges of the design document: outside them a configuration only warns
@@ -49,7 +50,6 @@ MAX_RULE_WEIGHT = 10.0
 #: threshold a rule type uses when the rule gives none (see the README's rule table)
 DEFAULT_THRESHOLDS = {"no_mix": 1.0, "homogeneous": 0.8, "max_variance": 0.5, "capacity_limit": 1.0}
 GLOBAL_SCOPES = ("INSTITUTION", "TENANT")
-EAV_VALUE_COLUMNS = ("parameter_value", "numeric_value", "integer_value", "boolean_value", "json_value")
 EAV_FILE = "entity_parameter_values.csv"
 
 
@@ -119,11 +119,12 @@ class BatchingSettings:
     seed: int
     strict: bool
     as_of: datetime
-    program_bounds: Mapping[str, SizeBounds] = field(default_factory=dict)
-    soft_rule_scale: float = 0.1
+    #: objective units per unit of soft-rule weight (``constraints.soft_rule_scale``)
+    soft_rule_scale: float
     #: λ of the size model: SSE units per squared student of deviation from the planned
     #: size; ``inf`` keeps exact equal sizes (weights.homogeneity = 0)
-    deviation_cost: float = math.inf
+    deviation_cost: float
+    program_bounds: Mapping[str, SizeBounds] = field(default_factory=dict)
     overrides: tuple[AppliedOverride, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -261,12 +262,6 @@ def size_deviation_cost(weights: Weights, base_cost: float) -> float:
     if weights.homogeneity <= 0:
         return math.inf
     return base_cost * (weights.balance + weights.size) / weights.homogeneity
-
-
-def _as_dict(cfg: Any) -> dict[str, Any]:
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
 
 
 # ----------------------------------------------------------------------------- EAV overrides
@@ -428,25 +423,26 @@ def _apply_eav(
 # ----------------------------------------------------------------------------- entry point
 
 
-def build_settings(cfg: Any, data: Any = None) -> BatchingSettings:
-    """Validate ``cfg`` (a composed config or a mapping of the same shape), apply the EAV
-    overrides found in ``data`` (an :class:`~stage2.contract.InstitutionData`, optional) and
-    check the rules against the student columns.
+def build_settings(cfg: Stage2Config | DictConfig | Mapping[str, Any], data: Any = None) -> BatchingSettings:
+    """Validate ``cfg`` (a :class:`Stage2Config`, a composed configuration or a mapping of the
+    same shape: :func:`~stage2.config.schema.to_stage2_config`), apply the EAV overrides found
+    in ``data`` (an :class:`~stage2.contract.InstitutionData`, optional) and check the rules
+    against the student columns.
 
     Raises :class:`ConfigurationError` with BATCH_SIZE_BOUNDS_VIOLATED,
     WEIGHT_NORMALIZATION_FAILED or INVALID_CONSTRAINT_RULE.
     """
-    conf = _as_dict(cfg)
-    as_of = parse_as_of(conf.get("as_of"))
-    bounds = dict(conf["batch_size"])
-    weights = {k: float(v) for k, v in conf["weights"].items()}
-    shared_threshold = float(conf.get("enrollment", {}).get("shared_threshold", 0.5))
+    conf = to_stage2_config(cfg)
+    as_of = parse_as_of(conf.as_of)
+    bounds = {"min": conf.batch_size.min, "target": conf.batch_size.target, "max": conf.batch_size.max}
+    weights = {"homogeneity": float(conf.weights.homogeneity), "balance": float(conf.weights.balance),
+               "size": float(conf.weights.size)}
+    shared_threshold = float(conf.enrollment.shared_threshold)
     rules: dict[tuple[str, str, str | None], ConstraintRule] = {}
-    for name, spec in (conf.get("constraints", {}).get("rules") or {}).items():
+    for name, spec in (conf.constraints.rules or {}).items():
         rule = make_rule(name, spec, where=f"constraints.rules.{name}")
         rules[(name, "GLOBAL" if rule.is_global else rule.entity_type, rule.entity_id)] = rule
-    institution = conf.get("institution") or {}
-    tenant_id = institution.get("tenant_id")
+    tenant_id = conf.institution.tenant_id if conf.institution is not None else None
 
     program_bounds_raw: dict[str, dict[str, int]] = {}
     applied: list[AppliedOverride] = []
@@ -488,12 +484,12 @@ def build_settings(cfg: Any, data: Any = None) -> BatchingSettings:
         weights=weights_obj,
         rules=ordered_rules,
         shared_threshold=shared_threshold,
-        seed=int(conf.get("seed", 0)),
-        strict=bool(conf.get("strict", False)),
+        seed=conf.seed,
+        strict=conf.strict,
         as_of=as_of,
         program_bounds=program_bounds,
-        soft_rule_scale=float(conf.get("constraints", {}).get("soft_rule_scale", 0.1)),
-        deviation_cost=size_deviation_cost(weights_obj, float(conf["batch_size"].get("deviation_cost", 0.02))),
+        soft_rule_scale=float(conf.constraints.soft_rule_scale),
+        deviation_cost=size_deviation_cost(weights_obj, float(conf.batch_size.deviation_cost)),
         overrides=tuple(applied),
         warnings=tuple(warnings),
     )

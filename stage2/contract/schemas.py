@@ -46,6 +46,9 @@ EAV_VALUE_COLUMNS: tuple[str, ...] = (
     "json_value",
 )
 
+#: columns of student_batches.csv after the contract's, for Stage 3 and the audit
+EXTRA_BATCH_COLUMNS: tuple[str, ...] = ("group_key", "group_status", "size_min", "size_max")
+
 # --------------------------------------------------------------------------------------------
 # output column order (the pipeline writes frames in exactly this order)
 

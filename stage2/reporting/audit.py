@@ -27,10 +27,12 @@ import pandas as pd
 
 from stage2.contract.schemas import (
     BATCH_COURSE_ENROLLMENT_COLUMNS,
+    EXTRA_BATCH_COLUMNS,
     MEMBERSHIP_COLUMNS,
     STUDENT_BATCHES_COLUMNS,
 )
 from stage2.contract.invariants import EXEMPT_GROUP_STATUSES
+from stage2.outputs import BATCH_QUALITY, QUALITY_REPORT
 from stage2.reporting.measures import format_value, measure_rows
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,8 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from stage2.contract import InstitutionData
     from stage2.metrics import QualityReport
 
-QUALITY_REPORT = "quality_report.json"
-BATCH_QUALITY = "batch_quality.csv"
 #: the files an audit reads, by table name
 RUN_FILES = {
     "student_batches": "student_batches.csv",
@@ -48,7 +48,6 @@ RUN_FILES = {
     "batch_course_enrollment": "batch_course_enrollment.csv",
     "batch_quality": BATCH_QUALITY,
 }
-EXTRA_BATCH_COLUMNS = ("group_key", "group_status", "size_min", "size_max")
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "student_batches": STUDENT_BATCHES_COLUMNS + EXTRA_BATCH_COLUMNS,
     "batch_student_membership": MEMBERSHIP_COLUMNS,
@@ -218,16 +217,16 @@ def recompute_quality(run: AuditRun, data: InstitutionData) -> QualityReport:
     """The quality measures recomputed from the run's tables and its input, with the run's
     configuration (EAV overrides applied as of the run's ``as_of``)."""
     from stage2.config import build_settings
+    from stage2.config.schema import to_stage2_config
     from stage2.metrics import compute_quality
 
-    config = dict(run.config)
-    config["as_of"] = run.report.get("as_of") or config.get("as_of")
+    raw = dict(run.config)
+    raw["as_of"] = run.report.get("as_of") or raw.get("as_of")
+    config = to_stage2_config(raw)
     settings = build_settings(config, data)
-    metrics_config = config.get("metrics") or {}
     return compute_quality(
         run.batches, run.membership, run.batch_courses, data.active_students, data.active_enrollments, settings,
-        thresholds=metrics_config.get("thresholds"),
-        silhouette_sample_size=metrics_config.get("silhouette_sample_size", 10_000),
+        thresholds=config.metrics.thresholds, silhouette_sample_size=config.metrics.silhouette_sample_size,
     )
 
 

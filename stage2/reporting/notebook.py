@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import stage2
 from stage2.errors import EXIT_CODES, Stage2Error
+from stage2.locations import notebooks_dir
 
 log = logging.getLogger("stage2")
 
-#: the template notebook, next to the package (``notebooks/`` at the repository root)
-TEMPLATE = Path(stage2.__file__).resolve().parent.parent / "notebooks" / "audit_report.ipynb"
+#: the template notebook (``notebooks/`` at the repository root, or inside an installed wheel)
+TEMPLATE = notebooks_dir() / "audit_report.ipynb"
 EXECUTED_NOTEBOOK = "audit_report.ipynb"
 HTML_REPORT = "audit_report.html"
 KERNEL_NAME = "python3"

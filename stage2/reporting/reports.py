@@ -89,7 +89,8 @@ class RunSummary:
 
     @classmethod
     def read(cls, run_dir: Path) -> RunSummary:
-        from stage2.reporting.audit import BATCH_QUALITY, read_run_table
+        from stage2.outputs import BATCH_QUALITY
+        from stage2.reporting.audit import read_run_table
 
         report = read_quality_report(run_dir)
         path = Path(run_dir) / BATCH_QUALITY

@@ -48,12 +48,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from hydra.experimental.callback import Callback
+from stage2.config.schema import TrackingConfig
 from stage2.tracking.mlflow_tracking import PARENT_RUN_ENV, PARENT_URI_ENV, resolve_tracking_uri
 
 log = logging.getLogger("stage2")
 
-DEFAULT_OBJECTIVE = "academic_coherence"
-DEFAULT_DIRECTION = "maximize"
+#: the defaults: TrackingConfig's, in stage2/config/schema.py
+DEFAULT_OBJECTIVE = TrackingConfig.sweep_objective
+DEFAULT_DIRECTION = TrackingConfig.sweep_direction
 DIRECTIONS = {"maximize": "maximize", "max": "maximize", "higher": "maximize",
               "minimize": "minimize", "min": "minimize", "lower": "minimize"}
 RETURN_VALUE_METRIC = "sweep.return_value"
