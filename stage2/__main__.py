@@ -90,6 +90,15 @@ def _check_composition(argv: list[str]) -> None:
     for bugs. Runs with Hydra flags (``-m``, ``--cfg``, ``--help``, ...) or
     ``hydra.mode=MULTIRUN`` are left to Hydra: a sweep's ``a,b`` values do not compose as a
     single job (and its jobs may run in other processes)."""
+    if not (config_dir() / "config.yaml").is_file():
+        error = ConfigurationError(
+            f"stage2's configuration tree is missing ({config_dir()} has no config.yaml)",
+            where=str(config_dir()),
+            fix="reinstall stage2 (pip install stage2 / pip install -e . from a checkout); an installed wheel "
+                "carries conf/ inside the package",
+        )
+        print(f"stage2: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
     if any(arg.startswith("-") for arg in argv) or any(arg.replace(" ", "").lower() == "hydra.mode=multirun"
                                                           for arg in argv):
         return
