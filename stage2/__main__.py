@@ -110,7 +110,7 @@ def _check_composition(argv: list[str]) -> None:
     try:
         load_config(argv)
     except (HydraException, OmegaConfBaseException) as exc:
-        cause = exc
+        cause: BaseException = exc
         while cause.__cause__ is not None and str(cause.__cause__):
             cause = cause.__cause__
         detail = str(cause).strip().splitlines()

@@ -11,6 +11,7 @@ object (:func:`to_stage2_config`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,7 +257,7 @@ def register_configs() -> None:
         cs.store(name=ALGORITHM_SCHEMA_NAMES[name], node=schema)
 
 
-def to_stage2_config(cfg: Stage2Config | DictConfig | dict[str, Any]) -> Stage2Config:
+def to_stage2_config(cfg: Stage2Config | DictConfig | Mapping[str, Any]) -> Stage2Config:
     """The configuration as a typed :class:`Stage2Config`, interpolations resolved.
 
     ``cfg`` is a composed configuration (:func:`stage2.load_config`), a mapping of the same
@@ -269,7 +270,8 @@ def to_stage2_config(cfg: Stage2Config | DictConfig | dict[str, Any]) -> Stage2C
     if isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is Stage2Config:
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
     merged = OmegaConf.structured(Stage2Config)
-    raw = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
+    raw: dict[str, Any] = dict(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig)  # type: ignore[arg-type]
+                               else cfg)
     algorithm = raw.get("algorithm")
     if isinstance(algorithm, dict) and algorithm.get("name") in ALGORITHM_SCHEMAS:
         merged.algorithm = OmegaConf.structured(ALGORITHM_SCHEMAS[algorithm["name"]])

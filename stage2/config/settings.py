@@ -32,7 +32,7 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -153,7 +153,7 @@ class BatchingSettings:
 def parse_as_of(value: str | None) -> datetime:
     """The run's reference time (UTC, timezone-aware); ``None`` means now."""
     if value is None:
-        return datetime.now(timezone.utc).replace(microsecond=0)
+        return datetime.now(UTC).replace(microsecond=0)
     try:
         parsed = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
@@ -303,8 +303,8 @@ def _eav_values_in_force(data: Any, as_of: datetime, tenant_id: str | None) -> p
 
 def _eav_value(row: pd.Series) -> Any:
     for column in EAV_VALUE_COLUMNS:
-        if column in row.index and row[column] is not None and not (isinstance(row[column], float) and math.isnan(row[column])) and not pd.isna(row[column]) and str(row[column]).strip() != "":
-            value = row[column]
+        value = row[column] if column in row.index else None
+        if value is not None and not pd.isna(value) and str(value).strip() != "":
             if column == "json_value" or (column == "parameter_value" and str(value).lstrip().startswith("{")):
                 return json.loads(value) if isinstance(value, str) else value
             return value
@@ -368,7 +368,8 @@ def _apply_eav(
         try:
             value = _eav_value(row)
         except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"json_value is not valid JSON ({exc})", code="INVALID_CONSTRAINT_RULE", where=where) from exc
+            raise ConfigurationError(f"json_value is not valid JSON ({exc})", code="INVALID_CONSTRAINT_RULE",
+                                     where=where) from exc
         if value is None:
             continue
         value_id = str(row.get("value_id", row["_row"]))
@@ -378,7 +379,8 @@ def _apply_eav(
                 raise ConfigurationError(f"unknown parameter code {code!r}", where=where)
             number = _whole_number(value)
             if number is None:
-                raise ConfigurationError(f"{code} must be a whole number, got {value!r}", code="BATCH_SIZE_BOUNDS_VIOLATED", where=where)
+                raise ConfigurationError(f"{code} must be a whole number, got {value!r}",
+                                         code="BATCH_SIZE_BOUNDS_VIOLATED", where=where)
             if entity_type in GLOBAL_SCOPES:
                 bounds[key] = number
                 sources[code] = where
@@ -394,7 +396,8 @@ def _apply_eav(
             try:
                 weights[key] = float(value)
             except (TypeError, ValueError) as exc:
-                raise ConfigurationError(f"{code} must be a number, got {value!r}", code="WEIGHT_NORMALIZATION_FAILED", where=where) from exc
+                raise ConfigurationError(f"{code} must be a number, got {value!r}",
+                                         code="WEIGHT_NORMALIZATION_FAILED", where=where) from exc
             sources[code] = where
         elif code == "enrollment.shared_threshold":
             try:
@@ -404,7 +407,8 @@ def _apply_eav(
             sources[code] = where
         elif code.startswith("constraint."):
             if not isinstance(value, Mapping):
-                raise ConfigurationError("a constraint rule needs a JSON object value", code="INVALID_CONSTRAINT_RULE", where=where)
+                raise ConfigurationError("a constraint rule needs a JSON object value",
+                                         code="INVALID_CONSTRAINT_RULE", where=where)
             name = code.split(".", 1)[1]
             spec = dict(value)
             spec["entity_type"] = entity_type

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,8 @@ def publish_dry_run(catalog: Catalog, out: Path, runner: StageRunner, run: Track
     if n_batches > n_slots:
         warnings.append(f"[INSUFFICIENT_ROOMS] {n_batches} batches planned but only {n_slots} (room, shift) slots")
     if largest_batch > largest_room:
-        warnings.append(f"[INSUFFICIENT_ROOMS] a planned batch of {largest_batch} exceeds the largest room ({largest_room})")
+        warnings.append(f"[INSUFFICIENT_ROOMS] a planned batch of {largest_batch} exceeds the largest room "
+                        f"({largest_room})")
     context["warnings"] = warnings
     report = {
         "stage2_version": __version__,
@@ -206,7 +207,8 @@ def group_records(plan: BatchPlan) -> list[dict[str, Any]]:
     ]
 
 
-def quality_report(catalog: Catalog, run_id: str | None, warnings: list[str], resolved: dict[str, Any]) -> dict[str, Any]:
+def quality_report(catalog: Catalog, run_id: str | None, warnings: list[str],
+                   resolved: dict[str, Any]) -> dict[str, Any]:
     """The run's record: ``quality_report.json``."""
     settings: BatchingSettings = catalog["settings"]
     data: InstitutionData = catalog["data"]
@@ -215,7 +217,7 @@ def quality_report(catalog: Catalog, run_id: str | None, warnings: list[str], re
     return {
         "stage2_version": __version__,
         "run_id": run_id,
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "as_of": settings.as_of.isoformat(),
         "input_dir": str(data.input_dir),
         "data_digest": data.digest,

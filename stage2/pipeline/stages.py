@@ -54,7 +54,8 @@ def cluster(data: InstitutionData, plan: BatchPlan, settings: BatchingSettings, 
 def shift_preference_counts(active: pd.DataFrame, batch_of_student: np.ndarray, n_batches: int,
                             shifts: pd.DataFrame) -> np.ndarray:
     """``counts[b, s]``: members of batch ``b`` whose preferred shift is ``shifts`` row ``s``."""
-    shift_pos = pd.Index(shifts["shift_id"].astype(str)).get_indexer(active["preferred_shift"].astype("string").fillna(""))
+    preferred = pd.Index(active["preferred_shift"].astype("string").fillna(""))
+    shift_pos = pd.Index(shifts["shift_id"].astype(str)).get_indexer(preferred)
     has = shift_pos >= 0
     counts = np.zeros((n_batches, len(shifts)), dtype=np.int64)
     np.add.at(counts, (batch_of_student[has], shift_pos[has]), 1)
@@ -109,7 +110,7 @@ def measure(batches: pd.DataFrame, membership: pd.DataFrame, batch_courses: pd.D
         thresholds=config.metrics.thresholds, silhouette_sample_size=config.metrics.silhouette_sample_size,
     )
     check_invariants(batches, membership, batch_courses, data.active_students, data.active_enrollments,
-                     hard_rule_failures=int(quality.metrics["hard_constraint_violations"]))
+                     hard_rule_failures=int(quality.metrics["hard_constraint_violations"] or 0))
     validate_output_tables(batches, membership, batch_courses)
     return quality
 
