@@ -9,9 +9,10 @@ from __future__ import annotations
 import gc
 
 #: ``python -m stage2``: the cyclic garbage collector stays off while the libraries are imported
-#: and Hydra composes the configuration. Those steps allocate ~1M long-lived objects, which
-#: the collector would otherwise rescan ~580 times (0.3 s of a 3 s run on 5,000 students);
-#: the job then starts with them frozen out of every later collection (:func:`run`).
+#: and Hydra composes the configuration. Those steps allocate about a million long-lived
+#: objects, which the collector would otherwise rescan hundreds of times (count them with
+#: ``gc.callbacks``); the job then starts with them frozen out of every later collection
+#: (:func:`run`).
 _GC_DEFERRED = __name__ == "__main__"
 if _GC_DEFERRED:
     gc.disable()
@@ -126,8 +127,8 @@ def _check_composition(argv: list[str]) -> None:
 def main() -> None:
     # Hydra failing before the job (exit 1, or its exception with HYDRA_FULL_ERROR=1): if the
     # overrides do not compose, say so with the configuration exit status (Hydra's own message
-    # is already out). Checked only after a failure: composing costs ~0.15 s, which Hydra
-    # already spends twice per run.
+    # is already out). Checked only after a failure: Hydra already composes twice per run, and
+    # a third composition would slow every successful run.
     try:
         run()
     except SystemExit as exc:
@@ -143,8 +144,8 @@ def main() -> None:
 
 def _exit_without_teardown(code: int | str | None) -> None:
     """Leave as the interpreter would (run the exit handlers: logging, MLflow; flush the
-    streams) but skip finalising the ~2,400 imported modules of scipy, numba, pandas,
-    scikit-learn, ..., which took ~0.5 s of every run. With threads still running, the
+    streams) but skip finalising the thousands of imported modules of scipy, numba, pandas,
+    scikit-learn, ..., a noticeable share of a short run. With threads still running, the
     interpreter's own shutdown stops them."""
     if isinstance(code, str):  # sys.exit("message"): printed, status 1, as Python does
         print(code, file=sys.stderr)
