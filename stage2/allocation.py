@@ -138,7 +138,7 @@ def _allocate_flow(sizes, prefs, capacities, usable, n_shifts, weight) -> np.nda
     share = prefs[b, class_shift[c]] / np.maximum(sizes[b], 1)
     score = weight * share + sizes[b] / np.maximum(class_cap[c], 1)
     ceiling = weight + 1.0  # no score exceeds it: costs below stay non-negative
-    batch_nodes, class_nodes, sink = 0, n_batches, n_batches + n_classes
+    class_nodes, sink = n_batches, n_batches + n_classes  # batch nodes are 0 .. n_batches - 1
     solver = min_cost_flow.SimpleMinCostFlow()
     starts = np.concatenate([b, np.arange(n_batches), np.arange(n_classes) + class_nodes])
     ends = np.concatenate([c + class_nodes, np.full(n_batches, sink), np.full(n_classes, sink)])

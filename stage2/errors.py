@@ -14,7 +14,7 @@ list of :class:`ValidationIssue`), so a user fixes an export in one pass, not on
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 #: Process exit status by failure class. Documented in the README.

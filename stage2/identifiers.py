@@ -33,7 +33,7 @@ def _uuid5_text(name: str) -> str:
 
 def stable_uuids(kind: str, *columns: Iterable[object]) -> list[str]:
     """``stable_uuid(kind, a, b, ...)`` for every row of the given columns."""
-    return [_uuid5_text(_SEPARATOR.join((kind, *map(str, row)))) for row in zip(*columns)]
+    return [_uuid5_text(_SEPARATOR.join((kind, *map(str, row)))) for row in zip(*columns, strict=True)]
 
 
 def batch_id(tenant_id: str, batch_code: str) -> str:

@@ -38,7 +38,8 @@ def batch_codes(plan: BatchPlan, batch_group: np.ndarray) -> list[str]:
         prefixes.append("-".join(parts) if parts else "ALL")
     if len(set(prefixes)) < len(prefixes):
         prefixes = [f"{p}-G{i:03d}" for i, p in enumerate(prefixes)]
-    codes, seen = [], {}
+    codes: list[str] = []
+    seen: dict[int, int] = {}
     for g in batch_group:
         seen[g] = seen.get(g, 0) + 1
         codes.append(f"{prefixes[g]}-B{seen[g]:02d}")
@@ -70,7 +71,11 @@ def build_batches(
     tenants = [tenant_id or t or DEFAULT_TENANT for t in mode["tenant_id"]]
     institutions = [institution_id or i for i in mode["institution_id"]]
     codes = batch_codes(plan, batch_group)
-    names_by_program = programs.set_index("program_id")["program_name"] if "program_name" in programs.columns else pd.Series(dtype=object)
+    names_by_program = (
+        programs.set_index("program_id")["program_name"]
+        if "program_name" in programs.columns
+        else pd.Series(dtype=object)
+    )
     names = []
     for b in range(n_batches):
         program = mode["program_id"][b]
@@ -81,7 +86,7 @@ def build_batches(
     stamp = timestamp.isoformat()
     frame = pd.DataFrame(
         {
-            "batch_id": [batch_id(t, c) for t, c in zip(tenants, codes)],
+            "batch_id": [batch_id(t, c) for t, c in zip(tenants, codes, strict=True)],
             "tenant_id": tenants,
             "institution_id": institutions,
             "program_id": mode["program_id"],

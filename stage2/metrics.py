@@ -16,15 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from stage2.config.schema import ACCEPTANCE_THRESHOLDS
-from stage2.contract.csvio import string_positions
 from stage2.config.settings import BatchingSettings, ConstraintRule
+from stage2.contract.csvio import string_positions
 from stage2.features import course_matrix
 
 #: memory (MB) of each array of a chunk of silhouette distances (a few live at once)
@@ -51,6 +51,10 @@ class QualityReport:
         return all(t["passed"] for t in self.thresholds.values())
 
 
+def _population_std(values: pd.Series) -> float:
+    return values.std(ddof=0)
+
+
 def _majority_share(values: pd.Series, batch: np.ndarray) -> pd.Series:
     """Per batch: share of members (with a value) holding the most common value/element."""
     is_list = values.map(lambda v: isinstance(v, (tuple, list))).any()
@@ -59,7 +63,8 @@ def _majority_share(values: pd.Series, batch: np.ndarray) -> pd.Series:
         frame["n_members"] = 1
         members = frame.loc[frame["value"].map(lambda v: isinstance(v, (tuple, list)) and len(v) > 0)]
         totals = members.groupby("batch").size()
-        exploded = members.explode("value")
+        # a member holding an element twice (``en;en``) holds it once
+        exploded = members.reset_index(names="member").explode("value").drop_duplicates(["member", "value"])
         counts = exploded.groupby(["batch", "value"]).size()
     else:
         members = frame.dropna(subset=["value"])
@@ -111,7 +116,9 @@ def check_rules(
             values = students_in_batch_order[rule.field_name]
             if rule.rule_type == "max_variance":
                 numeric = pd.to_numeric(values, errors="coerce")
-                frame = pd.DataFrame({"batch": batch_of_student, "group": group_of_student, "x": numeric})[scope].dropna()
+                frame = pd.DataFrame(
+                    {"batch": batch_of_student, "group": group_of_student, "x": numeric}
+                )[scope].dropna()
                 batch_var = frame.groupby("batch")["x"].var(ddof=0)
                 group_var = frame.groupby("group")["x"].var(ddof=0)
                 limit = rule.threshold * group_var.reindex(group_of_batch[batch_var.index]).to_numpy()
@@ -159,7 +166,7 @@ def compute_quality(
 
     # size balance per mixable group
     groups = pd.DataFrame({"group": batches["group_key"].to_numpy(), "size": sizes})
-    stats = groups.groupby("group", sort=False)["size"].agg(["sum", "mean", lambda s: s.std(ddof=0)])
+    stats = groups.groupby("group", sort=False)["size"].agg(["sum", "mean", _population_std])
     stats.columns = ["n", "mean", "std"]
     size_balance = float((stats["n"] * (1.0 - stats["std"].fillna(0) / stats["mean"])).sum() / max(n_students, 1))
 
@@ -179,7 +186,11 @@ def compute_quality(
     satisfaction = float(checks["satisfied"].mean()) if len(checks) else 1.0
 
     # shifts and rooms
-    preferred = students_in_order["preferred_shift"] if "preferred_shift" in students_in_order else pd.Series(dtype=object)
+    preferred = (
+        students_in_order["preferred_shift"]
+        if "preferred_shift" in students_in_order
+        else pd.Series(dtype=object)
+    )
     has_pref = preferred.notna().to_numpy() if len(preferred) else np.zeros(0, bool)
     got_shift = batches["shift_id"].to_numpy()[batch_of_member]
     shift_ok = has_pref & (preferred.astype(str).to_numpy() == got_shift.astype(str)) if len(preferred) else has_pref
@@ -214,7 +225,9 @@ def compute_quality(
             "batch_code": batches["batch_code"],
             "group_key": batches["group_key"],
             "student_count": sizes,
-            "academic_coherence": np.divide(batch_together, batch_demand, out=np.ones(n_batches), where=batch_demand > 0),
+            "academic_coherence": np.divide(
+                batch_together, batch_demand, out=np.ones(n_batches), where=batch_demand > 0
+            ),
             "course_sse": batch_sse,
             "utilization": (batches["student_count"] / capacity).astype("Float64").round(4),
             "broken_rules": broken_by_batch.reindex(range(n_batches)).fillna("").to_numpy(),
@@ -222,7 +235,12 @@ def compute_quality(
     )
     report = QualityReport(metrics=metrics, batch_quality=batch_quality)
     report.rule_breaches = [
-        {"batch_code": batches["batch_code"].iat[int(r.batch)], "rule": r.rule, "rule_type": r.rule_type, "level": r.level}
+        {
+            "batch_code": batches["batch_code"].iat[int(cast(int, r.batch))],
+            "rule": r.rule,
+            "rule_type": r.rule_type,
+            "level": r.level,
+        }
         for r in broken.itertuples()
     ][:1000]
     report.thresholds = _threshold_verdicts(metrics, thresholds, batch_quality, stats)
@@ -316,9 +334,15 @@ def _threshold_verdicts(metrics, thresholds, batch_quality, group_stats) -> dict
             if name in ("academic_coherence", "silhouette_score"):
                 responsible = batch_quality.nsmallest(MAX_LISTED, "academic_coherence")["batch_code"].tolist()
             elif name == "resource_utilization":
-                responsible = batch_quality.dropna(subset=["utilization"]).nsmallest(MAX_LISTED, "utilization")["batch_code"].tolist()
+                responsible = (
+                    batch_quality.dropna(subset=["utilization"])
+                    .nsmallest(MAX_LISTED, "utilization")["batch_code"]
+                    .tolist()
+                )
             elif name == "constraint_satisfaction_rate":
-                responsible = batch_quality.loc[batch_quality["broken_rules"] != "", "batch_code"].head(MAX_LISTED).tolist()
+                responsible = (
+                    batch_quality.loc[batch_quality["broken_rules"] != "", "batch_code"].head(MAX_LISTED).tolist()
+                )
             elif name == "size_balance":
                 ratio = (group_stats["std"].fillna(0) / group_stats["mean"]).sort_values(ascending=False)
                 responsible = [f"group {g}" for g in ratio.index[:MAX_LISTED]]

@@ -59,7 +59,9 @@ class BatchPlan:
     def label(self, group: GroupPlan) -> str:
         if not self.key_fields:
             return "all students"
-        return ", ".join(f"{f}={v}" for f, v in zip(self.key_fields, group.key) if v not in (NOT_APPLICABLE, ""))
+        return ", ".join(
+            f"{f}={v}" for f, v in zip(self.key_fields, group.key, strict=True) if v not in (NOT_APPLICABLE, "")
+        )
 
     @property
     def n_batches(self) -> int:

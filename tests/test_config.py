@@ -134,18 +134,26 @@ def test_eav_overrides_bounds_per_program_and_institution(compose_config):
 
 
 def test_eav_rule_scoped_to_program_and_out_of_force_values_ignored(compose_config):
+    """A PROGRAM-scoped EAV cgpa_spread replaces the YAML cgpa_spread for CSE only; values
+    outside their effective window change nothing."""
     rule = json.dumps({"field_name": "cgpa", "rule_type": "max_variance", "constraint_level": "soft", "weight": 4, "threshold": 0.5})
     data = _eav_data([
-        {"entity_type": "PROGRAM", "entity_id": "CSE", "parameter_id": "P3", "json_value": rule},
+        {"entity_type": "PROGRAM", "entity_id": "CSE", "parameter_id": "P3", "json_value": rule, "value_id": "v-cse"},
         {"entity_type": "INSTITUTION", "entity_id": "I1", "parameter_id": "P1", "integer_value": 50,
-         "effective_from": "2030-01-01"},
+         "effective_from": "2030-01-01", "value_id": "v-future"},
         {"entity_type": "INSTITUTION", "entity_id": "I1", "parameter_id": "P2", "integer_value": 10,
-         "effective_to": "2020-01-01"},
+         "effective_to": "2020-01-01", "value_id": "v-past"},
     ])
-    settings = build_settings(compose_config(["data.input_dir=/x", "as_of=2025-06-01"]), data)
+    yaml_rule = "+constraints.rules.cgpa_spread={field_name: cgpa, rule_type: max_variance, weight: 1, threshold: 0.3}"
+    settings = build_settings(compose_config(["data.input_dir=/x", "as_of=2025-06-01", yaml_rule]), data)
     assert settings.bounds.target == 35 and settings.bounds.min == 15
-    assert [r.name for r in settings.rules_for_program("CSE")].count("cgpa_spread") == 1
-    assert "cgpa_spread" not in [r.name for r in settings.rules_for_program("ECE")]
+    assert [o.value_id for o in settings.overrides] == ["v-cse"]
+    cse = [r for r in settings.rules_for_program("CSE") if r.name == "cgpa_spread"]
+    assert [(r.source, r.weight, r.threshold, r.entity_type, r.entity_id) for r in cse] == [
+        ("eav:v-cse", 4.0, 0.5, "PROGRAM", "CSE")]
+    for program in ("ECE", None):
+        other = [r for r in settings.rules_for_program(program) if r.name == "cgpa_spread"]
+        assert [(r.source, r.weight, r.threshold, r.entity_type) for r in other] == [("yaml", 1.0, 0.3, "INSTITUTION")]
 
 
 def test_eav_tenant_filter(compose_config):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numba import njit
@@ -57,7 +58,7 @@ class SizeModel:
     deviation_cost: float = math.inf
 
     @classmethod
-    def exact(cls, sizes: np.ndarray) -> "SizeModel":
+    def exact(cls, sizes: np.ndarray) -> SizeModel:
         sizes = np.asarray(sizes, dtype=np.int64)
         return cls(sizes, int(sizes.min()), int(sizes.max()), math.inf)
 
@@ -74,7 +75,7 @@ class SizeModel:
     def n_batches(self) -> int:
         return int(self.planned.size)
 
-    def restricted(self, batches: np.ndarray) -> "SizeModel":
+    def restricted(self, batches: np.ndarray) -> SizeModel:
         """The model of the sub-problem over ``batches`` only (same bounds and price; the
         students of those batches are redistributed among them)."""
         planned = self.planned[batches]
@@ -94,7 +95,7 @@ class SizeModel:
         return bool(sizes.sum() == self.planned.sum() and sizes.min() >= self.min_size and sizes.max() <= self.max_size)
 
 
-def as_size_model(sizes: "np.ndarray | SizeModel") -> SizeModel:
+def as_size_model(sizes: np.ndarray | SizeModel) -> SizeModel:
     return sizes if isinstance(sizes, SizeModel) else SizeModel.exact(sizes)
 
 
@@ -124,7 +125,9 @@ def slot_unit_costs(planned, min_size, max_size, deviation_cost):  # pragma: no 
     for b in range(planned.size):
         for unit in range(max_size - min_size):
             after = min_size + unit + 1 - planned[b]
-            costs[b, unit] = np.int64(np.rint(deviation_cost * (after * after - (after - 1) * (after - 1)) * COST_SCALE))
+            costs[b, unit] = np.int64(
+                np.rint(deviation_cost * (after * after - (after - 1) * (after - 1)) * COST_SCALE)
+            )
     return costs - costs.min()
 
 
@@ -168,7 +171,7 @@ def assign_exact(
     points: np.ndarray,
     counts: np.ndarray,
     centroids: np.ndarray,
-    sizes: "np.ndarray | SizeModel",
+    sizes: np.ndarray | SizeModel,
     n_candidates: int | None = None,
 ) -> np.ndarray:
     """Return flows ``F`` (n_points × n_batches, int64) with row sums ``counts`` and column sums
@@ -183,7 +186,7 @@ def assign_with_prices(
     points: np.ndarray,
     counts: np.ndarray,
     centroids: np.ndarray,
-    sizes: "np.ndarray | SizeModel",
+    sizes: np.ndarray | SizeModel,
     n_candidates: int | None = None,
     batch_prices: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -221,6 +224,7 @@ def assign_with_prices(
     in_graph[point_idx, batch_idx] = True
     for _ in range(MAX_PRICING_ROUNDS):
         flows, potentials = _solve_flow(point_idx, batch_idx, costs, counts, model, overflow=True)
+        potentials = cast(np.ndarray, potentials)  # always returned with overflow=True
         prices = potentials[n_points : n_points + n_batches]
         new_points, new_batches = _negative_arcs(costs, potentials[:n_points], prices, in_graph)
         if new_points.size == 0:
@@ -304,13 +308,18 @@ def _solve_flow(point_idx: np.ndarray, batch_idx: np.ndarray, costs: np.ndarray,
         batch_supply = np.full(n_batches, -model.min_size, dtype=np.int64)
         sink_supply = -(int(counts.sum()) - n_batches * model.min_size)
         s, e, c, u = _size_arcs(model, first_batch, sink)
-        starts.append(s), ends.append(e), capacities.append(c), unit_costs.append(u)
+        starts.append(s)
+        ends.append(e)
+        capacities.append(c)
+        unit_costs.append(u)
 
     tails, heads = np.concatenate(starts), np.concatenate(ends)
     arc_capacities, arc_costs = np.concatenate(capacities).astype(np.int64), np.concatenate(unit_costs)
     solver = min_cost_flow.SimpleMinCostFlow()
     arcs = solver.add_arcs_with_capacity_and_unit_cost(tails, heads, arc_capacities, arc_costs)
-    supplies = np.concatenate([counts.astype(np.int64), batch_supply, [sink_supply], [0] if overflow else []]).astype(np.int64)
+    supplies = np.concatenate(
+        [counts.astype(np.int64), batch_supply, [sink_supply], [0] if overflow else []]
+    ).astype(np.int64)
     solver.set_nodes_supplies(np.arange(supplies.size), supplies)
     status = solver.solve()
     if status != solver.OPTIMAL:

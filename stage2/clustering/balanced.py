@@ -24,6 +24,8 @@ trials. Every assignment is the exact optimum, also on large groups
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from stage2.clustering.assignment import (
@@ -126,6 +128,7 @@ class BalancedBatcher(Batcher):
                 cost = objective(features, labels, sizes)
             if best_flows is None or cost < best_cost - 1e-9 * max(1.0, abs(cost)):
                 best_flows, best_labels, best_cost = flows, labels, cost
+        best_flows = cast(np.ndarray, best_flows)  # seeds is never empty
         n_trials = self._swap_trials(sizes.n_batches, effort)
         if n_trials == 0:
             labels = best_labels if best_labels is not None else self._polish(features, data, best_flows, sizes)
@@ -140,18 +143,26 @@ class BalancedBatcher(Batcher):
         """Labels of ``flows`` after moves of identical students together and local search."""
         if not self.config.local_search:
             return flows_to_labels(flows, data.inverse)
-        flows = chunk_moves(data.points, flows, sizes, n_neighbors=self.config.n_neighbors, max_passes=self.config.max_passes)
+        flows = chunk_moves(
+            data.points, flows, sizes, n_neighbors=self.config.n_neighbors, max_passes=self.config.max_passes
+        )
         labels = flows_to_labels(flows, data.inverse)
-        return local_search(features, labels, sizes, n_neighbors=self.config.n_neighbors, max_passes=self.config.max_passes)
+        return local_search(
+            features, labels, sizes, n_neighbors=self.config.n_neighbors, max_passes=self.config.max_passes
+        )
 
-    def _exchange(self, features: np.ndarray, data: CollapsedPoints, labels: np.ndarray, sizes: SizeModel) -> np.ndarray:
+    def _exchange(
+        self, features: np.ndarray, data: CollapsedPoints, labels: np.ndarray, sizes: SizeModel
+    ) -> np.ndarray:
         """Last step, once per group: exchanges of groups of identical students between batches
         (:func:`chunk_swaps`), and the polish again if one was made. Not in every restart's
         polish: on thousands of small groups that cost ~20 % of the clustering for no gain."""
         if not self.config.local_search:
             return labels
         flows = labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches)
-        exchanged = chunk_swaps(data.points, flows, sizes, n_neighbors=self.config.n_neighbors, max_passes=self.config.max_passes)
+        exchanged = chunk_swaps(
+            data.points, flows, sizes, n_neighbors=self.config.n_neighbors, max_passes=self.config.max_passes
+        )
         if np.array_equal(exchanged, flows):
             return labels
         return self._polish(features, data, exchanged, sizes)
@@ -176,7 +187,8 @@ class BalancedBatcher(Batcher):
         for round_index in range(rounds):
             share = n_trials // rounds + (1 if round_index < n_trials % rounds else 0)
             labels = random_swap(data, flows_to_labels(flows, data.inverse), sizes, n_trials=share,
-                                 n_neighbors=self.config.swap_neighbors, n_iter=self.config.swap_iter, tol=self.config.tol, rng=rng)
+                                 n_neighbors=self.config.swap_neighbors, n_iter=self.config.swap_iter,
+                                 tol=self.config.tol, rng=rng)
             swapped = labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches)
             # the trials moved centroids locally; global rounds from there (kept only if better:
             # the restricted candidate arcs could in principle miss the current assignment)

@@ -96,13 +96,17 @@ class Batcher(ABC):
         ``problem.batch_sizes`` when the size model is exact)."""
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields(self.config) if f.name != "name")
+        params = ", ".join(
+            f"{f.name}={getattr(self.config, f.name)!r}" for f in fields(self.config) if f.name != "name"
+        )
         return f"{type(self).__name__}({params})"
 
 
 def objective(features: np.ndarray, labels: np.ndarray, sizes: SizeModel) -> float:
     """Within-batch SSE plus the size model's deviation penalty: what algorithms minimise."""
-    return within_batch_sse(features, labels, sizes.n_batches) + sizes.penalty(np.bincount(labels, minlength=sizes.n_batches))
+    return within_batch_sse(features, labels, sizes.n_batches) + sizes.penalty(
+        np.bincount(labels, minlength=sizes.n_batches)
+    )
 
 
 def within_batch_sse(features: np.ndarray, labels: np.ndarray, n_batches: int) -> float:
@@ -112,6 +116,10 @@ def within_batch_sse(features: np.ndarray, labels: np.ndarray, n_batches: int) -
     starts = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=n_batches))[:-1]])
     nonempty = counts > 0
     # per-batch sums by a segmented reduction (np.add.at is slow)
-    sums = np.add.reduceat(features[order], starts[nonempty], axis=0) if nonempty.any() else np.zeros((0, features.shape[1]))
+    sums = (
+        np.add.reduceat(features[order], starts[nonempty], axis=0)
+        if nonempty.any()
+        else np.zeros((0, features.shape[1]))
+    )
     total_sq = float(np.einsum("ij,ij->", features, features))
     return total_sq - float(np.sum(np.einsum("ij,ij->i", sums, sums) / counts[nonempty]))

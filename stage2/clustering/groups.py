@@ -9,7 +9,7 @@ they would hold their memory through the later stages.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import pandas as pd
 
 from stage2.clustering import Batcher, BatchingProblem, make_batcher
 from stage2.clustering.assignment import SizeModel
+from stage2.config.schema import AlgorithmConfig
 from stage2.config.settings import BatchingSettings
 from stage2.features import SoftRuleFeatures, course_matrix, group_features
 from stage2.memory import process_peak, workers_peak_mb
@@ -64,7 +65,7 @@ def cluster_groups(
     enrollments: pd.DataFrame,
     plan: BatchPlan,
     settings: BatchingSettings,
-    algorithm: dict[str, Any],
+    algorithm: AlgorithmConfig | Mapping[str, Any],
     *,
     n_jobs: int = 1,
 ) -> Clustering:
@@ -78,7 +79,9 @@ def cluster_groups(
         for group in to_cluster:
             program_id = group.key[plan.key_fields.index("program_id")] if "program_id" in plan.key_fields else None
             index = group.student_index
-            features = group_features(courses[index], soft_features.for_group(index, settings.rules_for_program(program_id)))
+            features = group_features(
+                courses[index], soft_features.for_group(index, settings.rules_for_program(program_id))
+            )
             yield BatchingProblem(features, size_model(group, settings), seed=settings.seed + group.group_index)
 
     parallel = n_jobs != 1 and len(to_cluster) > 1 and len(active) >= PARALLEL_MIN_STUDENTS
@@ -89,14 +92,16 @@ def cluster_groups(
         from joblib.externals.loky import get_reusable_executor
 
         try:
-            outcomes = Parallel(n_jobs=n_jobs, batch_size="auto")(delayed(_fit_in_worker)(batcher, p) for p in problems())
+            outcomes = Parallel(n_jobs=n_jobs, batch_size="auto")(
+                delayed(_fit_in_worker)(batcher, p) for p in problems()
+            )
         finally:
             get_reusable_executor().shutdown(wait=True)
         results = [labels for labels, _ in outcomes]
         workers_peak = workers_peak_mb([peak for _, peak in outcomes])
     else:
         results = [_fit(batcher, p) for p in problems()]
-    labels_of = {g.group_index: labels for g, labels in zip(to_cluster, results)}
+    labels_of = {g.group_index: labels for g, labels in zip(to_cluster, results, strict=True)}
 
     batch_of_student = np.empty(len(active), dtype=np.int64)
     batch_group: list[int] = []

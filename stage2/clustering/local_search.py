@@ -336,7 +336,9 @@ def _chunk_swap_passes(P, F, sums, sizes, neighbours, planned, min_size, max_siz
                         qa, qb = dots_b[j - offsets[b], 0], dots_b[j - offsets[b], 1]
                         pq = P[p] @ P[q]
                         for mp in range(1, count_p + 1):
-                            for mq in range(mp if equal_counts else 1, (min(mp, count_q) if equal_counts else count_q) + 1):
+                            for mq in range(
+                                mp if equal_counts else 1, (min(mp, count_q) if equal_counts else count_q) + 1
+                            ):
                                 new_sa, new_sb = sa - mp + mq, sb + mp - mq
                                 if new_sa < min_size or new_sa > max_size or new_sb < min_size or new_sb > max_size:
                                     continue

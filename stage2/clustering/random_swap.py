@@ -48,7 +48,8 @@ def random_swap(
     chosen_students = first_student[rng.integers(0, first_student.size, size=n_trials)]
     exact = sizes.is_exact
     return _trials(
-        np.ascontiguousarray(data.points, dtype=np.float64), data.inverse.astype(np.int64), labels.astype(np.int64), sizes.planned.astype(np.int64),
+        np.ascontiguousarray(data.points, dtype=np.float64), data.inverse.astype(np.int64), labels.astype(np.int64),
+        sizes.planned.astype(np.int64),
         exact, sizes.min_size, sizes.max_size, 0.0 if exact else float(sizes.deviation_cost),
         removed_batches.astype(np.int64), chosen_students.astype(np.int64), n_neighbors, n_iter, tol, TIE_LEVELS,
     )
@@ -124,13 +125,13 @@ def _trials(points, inverse, labels, planned, exact, min_size, max_size, deviati
                 n_members += 1
         for b in region:
             in_region[b] = False
-        for i in members:
+        for i in members:  # type: ignore[assignment]  # numba: int64 throughout
             local_point[inverse[i]] = 0
         point_ids = np.flatnonzero(local_point == 0)
         for index in range(point_ids.size):
             local_point[point_ids[index]] = index
         local_counts = np.zeros(point_ids.size, dtype=np.int64)
-        for i in members:
+        for i in members:  # type: ignore[assignment]  # numba: int64 throughout
             local_counts[local_point[inverse[i]]] += 1
         centroids = means[region].copy()
         centroids[np.searchsorted(region, removed)] = target
@@ -144,7 +145,7 @@ def _trials(points, inverse, labels, planned, exact, min_size, max_size, deviati
                 sizes[b] = 0
                 sq[b] = 0.0
                 sums[b] = 0.0
-            for i in members:
+            for i in members:  # type: ignore[assignment]  # numba: int64 throughout
                 point = local_point[inverse[i]]
                 while flows[point, next_batch[point]] == 0:
                     next_batch[point] += 1

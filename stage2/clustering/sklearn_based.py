@@ -62,7 +62,9 @@ class KMeansBatcher(_RepairedClustering):
     def _centroids(self, data: CollapsedPoints, n_batches: int, seed: int) -> np.ndarray:
         from sklearn.cluster import KMeans
 
-        model = KMeans(n_clusters=n_batches, n_init=self.config.n_init, max_iter=self.config.max_iter, random_state=seed)
+        model = KMeans(
+            n_clusters=n_batches, n_init=self.config.n_init, max_iter=self.config.max_iter, random_state=seed
+        )
         model.fit(data.points, sample_weight=data.counts.astype(np.float64))
         return model.cluster_centers_
 

@@ -143,13 +143,13 @@ def _path_capacity(terminal, predecessor, lower, slot_costs, sizes, flows_t, mov
             run = 1
             while used + run < n_slots and slot_costs[before, used + run] == slot_costs[before, used]:
                 run += 1
-            amount = min(amount, run)
+            amount = min(amount, run)  # type: ignore[arg-type]  # numba: int64 throughout
         elif before == sink:  # out of the sink: ``node`` gives up its last slot
             used = sizes[node] - lower[node]
             run = 1
             while used - run - 1 >= 0 and slot_costs[node, used - run - 1] == slot_costs[node, used - 1]:
                 run += 1
-            amount = min(amount, run)
+            amount = min(amount, run)  # type: ignore[arg-type]  # numba: int64 throughout
         else:
             amount = min(amount, flows_t[before, move_point[before, node]])
         node = before
@@ -157,7 +157,9 @@ def _path_capacity(terminal, predecessor, lower, slot_costs, sizes, flows_t, mov
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _augment(point, terminal, amount, predecessor, costs, flows_t, sizes, move_cost, move_point):  # pragma: no cover - numba
+def _augment(  # pragma: no cover - numba
+    point, terminal, amount, predecessor, costs, flows_t, sizes, move_cost, move_point
+):
     """Send ``amount`` units of ``point`` along the path to ``terminal``; refresh the cheapest
     moves of the batches that lost a point."""
     sink = sizes.size

@@ -20,9 +20,10 @@ code                        entity types     value
 =========================== ================ ==============================================
 
 A value applies when ``effective_from <= as_of < effective_to`` (empty = open) and its
-``tenant_id`` (if any) is the run's tenant. A rule from the EAV table replaces the YAML rule of
-the same name at the same scope; a PROGRAM-scoped rule replaces the institution-wide rule of the
-same name for that programme's students.
+``tenant_id`` (if any) is the run's tenant; a run without a tenant applies every row in force.
+A rule from the EAV table replaces the YAML rule of the same name at the same scope; a
+PROGRAM-scoped rule replaces the institution-wide rule of the same name for that programme's
+students.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Hashable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, Final, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,7 @@ MAX_ISSUES_PER_CHECK = 100
 #: Largest magnitude a whole-number cell may have (every integer up to it is exact in a float).
 MAX_WHOLE_NUMBER = 2**53
 #: Dtype of every text column: pandas' nullable string (nulls are ``pd.NA``).
-STRING_DTYPE = "string"
+STRING_DTYPE: Final = "string"
 #: Separators of a plain list cell (``a;b;c`` or ``a|b|c``).
 LIST_SEPARATOR_PATTERN = r"[;|]"
 JSON_ARRAY_START = "["
@@ -297,7 +297,7 @@ def string_positions(values: pd.Series | np.ndarray, reference: pd.Series | np.n
         left_array = pa.array(left.array)
         found = pc.index_in(left_array, value_set=pa.array(right.array).cast(left_array.type))
         return np.asarray(pc.fill_null(found, -1), dtype=np.int64)
-    return pd.Index(right).get_indexer(left).astype(np.int64)
+    return pd.Index(right).get_indexer(pd.Index(left)).astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,7 +375,9 @@ def coerce_integer(series: pd.Series, *, file: str, column: str) -> tuple[pd.Ser
     # Int64 silently wraps around (1e30 became -9223372036854775808): reject, do not wrap
     too_large = numbers.notna() & (numbers.abs() > MAX_WHOLE_NUMBER)
     bad = invalid | fractional | too_large
-    issues = row_issues("INVALID_NUMBER", file, column, series[(invalid | fractional) & ~too_large], "not a whole number")
+    issues = row_issues(
+        "INVALID_NUMBER", file, column, series[(invalid | fractional) & ~too_large], "not a whole number"
+    )
     too_large_message = f"whole number too large (at most {MAX_WHOLE_NUMBER} in magnitude)"
     issues += row_issues("INVALID_NUMBER", file, column, series[too_large], too_large_message)
     return numbers.mask(bad).astype("Int64"), issues
@@ -451,16 +453,16 @@ def explode_list_series(series: pd.Series, *, file: str, column: str) -> tuple[p
     cells = series.dropna().astype(STRING_DTYPE)
     is_json = cells.str.startswith(JSON_ARRAY_START)
     parts = [cells[~is_json].str.split(LIST_SEPARATOR_PATTERN, regex=True).explode()]
-    bad_labels: list[Hashable] = []
+    bad_labels: list[Any] = []
     bad_reasons: list[str] = []
     for label, text in cells[is_json].items():
         try:
-            items = parse_list_cell(text)
+            cell_items = parse_list_cell(text)
         except ValueError as exc:
             bad_labels.append(label)
             bad_reasons.append(str(exc))
             continue
-        parts.append(pd.Series(list(items), index=[label] * len(items), dtype=object))
+        parts.append(pd.Series(list(cell_items), index=[label] * len(cell_items), dtype=object))
     items = pd.concat(parts).astype(STRING_DTYPE).str.strip()
     items = items[items.notna() & (items != "")]
     if len(parts) > 1:  # JSON items were appended after the plain ones: restore record order

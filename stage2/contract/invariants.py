@@ -87,13 +87,15 @@ def _expected_students(membership: pd.DataFrame, enrollments: pd.DataFrame) -> p
     """Members of each batch enrolled in each course, by (batch_id, course_id), counted here
     from the tables (independently of the enrollment stage that wrote them)."""
     members = membership.drop_duplicates("student_id")
-    position = pd.Index(members["student_id"].astype(str)).get_indexer(enrollments["student_id"].astype(str))
+    position = pd.Index(members["student_id"].astype(str)).get_indexer(pd.Index(enrollments["student_id"].astype(str)))
     enrolled = position >= 0
     batch_codes, batch_ids = pd.factorize(members["batch_id"].to_numpy()[position[enrolled]])
     course_codes, course_ids = pd.factorize(enrollments["course_id"].astype(str).to_numpy()[enrolled])
     n_courses = max(len(course_ids), 1)
     keys, counts = np.unique(batch_codes.astype(np.int64) * n_courses + course_codes, return_counts=True)
-    index = pd.MultiIndex.from_arrays([np.asarray(batch_ids)[keys // n_courses], np.asarray(course_ids)[keys % n_courses]])
+    index = pd.MultiIndex.from_arrays(
+        [np.asarray(batch_ids)[keys // n_courses], np.asarray(course_ids)[keys % n_courses]]
+    )
     return pd.Series(counts.astype(np.int64), index=index)
 
 

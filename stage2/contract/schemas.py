@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
@@ -68,10 +68,10 @@ BATCH_COURSE_ENROLLMENT_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 _String = Series[pd.StringDtype]
-_OptString = Optional[Series[pd.StringDtype]]
-_KEY = {"nullable": False, "unique": True}
-_SEMESTER = {"in_range": {"min_value": SEMESTER_MIN, "max_value": SEMESTER_MAX}, "nullable": True}
-_ACADEMIC_YEAR = {"str_length": {"min_value": ACADEMIC_YEAR_MIN_CHARS}}
+_OptString = Series[pd.StringDtype] | None
+_KEY: dict[str, Any] = {"nullable": False, "unique": True}
+_SEMESTER: dict[str, Any] = {"in_range": {"min_value": SEMESTER_MIN, "max_value": SEMESTER_MAX}, "nullable": True}
+_ACADEMIC_YEAR: dict[str, Any] = {"str_length": {"min_value": ACADEMIC_YEAR_MIN_CHARS}}
 
 
 class _Input(pa.DataFrameModel):
@@ -88,13 +88,13 @@ class StudentData(_Input):
     student_id: _String = pa.Field(**_KEY)
     program_id: _String = pa.Field(nullable=False)
     academic_year: _String = pa.Field(nullable=False, **_ACADEMIC_YEAR)
-    semester: Optional[Series[pd.Int64Dtype]] = pa.Field(**_SEMESTER)
+    semester: Series[pd.Int64Dtype] | None = pa.Field(**_SEMESTER)
     student_name: _OptString = pa.Field(nullable=True)
     roll_number: _OptString = pa.Field(nullable=True)
     email: _OptString = pa.Field(nullable=True)
     preferred_shift: _OptString = pa.Field(nullable=True)
-    preferred_languages: Optional[Series[object]] = pa.Field(nullable=False)
-    enrolled_courses: Optional[Series[object]] = pa.Field(nullable=False)
+    preferred_languages: Series[object] | None = pa.Field(nullable=False)
+    enrolled_courses: Series[object] | None = pa.Field(nullable=False)
     tenant_id: _OptString = pa.Field(nullable=True)
     institution_id: _OptString = pa.Field(nullable=True)
     is_active: Series[bool] = pa.Field(nullable=False)
@@ -106,8 +106,8 @@ class Programs(_Input):
     program_name: _OptString = pa.Field(nullable=True)
     program_type: _OptString = pa.Field(nullable=True)
     department_id: _OptString = pa.Field(nullable=True)
-    duration_years: Optional[Series[pd.Float64Dtype]] = pa.Field(ge=0, nullable=True)
-    total_credits: Optional[Series[pd.Float64Dtype]] = pa.Field(ge=0, nullable=True)
+    duration_years: Series[pd.Float64Dtype] | None = pa.Field(ge=0, nullable=True)
+    total_credits: Series[pd.Float64Dtype] | None = pa.Field(ge=0, nullable=True)
 
 
 class Courses(_Input):
@@ -115,14 +115,14 @@ class Courses(_Input):
     course_code: _OptString = pa.Field(nullable=True)
     course_name: _OptString = pa.Field(nullable=True)
     course_type: _String = pa.Field(isin=list(COURSE_TYPES), nullable=False)
-    credits: Optional[Series[pd.Float64Dtype]] = pa.Field(gt=CREDITS_EXCLUSIVE_MIN, le=CREDITS_MAX, nullable=True)
-    theory_hours: Optional[Series[pd.Float64Dtype]] = pa.Field(ge=0, nullable=True)
-    practical_hours: Optional[Series[pd.Float64Dtype]] = pa.Field(ge=0, nullable=True)
-    max_sessions_per_week: Optional[Series[pd.Int64Dtype]] = pa.Field(
+    credits: Series[pd.Float64Dtype] | None = pa.Field(gt=CREDITS_EXCLUSIVE_MIN, le=CREDITS_MAX, nullable=True)
+    theory_hours: Series[pd.Float64Dtype] | None = pa.Field(ge=0, nullable=True)
+    practical_hours: Series[pd.Float64Dtype] | None = pa.Field(ge=0, nullable=True)
+    max_sessions_per_week: Series[pd.Int64Dtype] | None = pa.Field(
         in_range={"min_value": SESSIONS_PER_WEEK_MIN, "max_value": SESSIONS_PER_WEEK_MAX}, nullable=True
     )
     program_id: _OptString = pa.Field(nullable=True)
-    semester: Optional[Series[pd.Int64Dtype]] = pa.Field(**_SEMESTER)
+    semester: Series[pd.Int64Dtype] | None = pa.Field(**_SEMESTER)
 
 
 class StudentCourseEnrollment(_Input):
@@ -146,7 +146,7 @@ class Rooms(_Input):
     room_name: _OptString = pa.Field(nullable=True)
     room_type: _OptString = pa.Field(nullable=True)
     building_name: _OptString = pa.Field(nullable=True)
-    floor_number: Optional[Series[pd.Int64Dtype]] = pa.Field(nullable=True)
+    floor_number: Series[pd.Int64Dtype] | None = pa.Field(nullable=True)
     preferred_shift: _OptString = pa.Field(nullable=True)
 
 
@@ -162,7 +162,7 @@ class Shifts(_Input):
 class CoursePrerequisites(_Input):
     course_id: _String = pa.Field(nullable=False)
     prerequisite_course_id: _String = pa.Field(nullable=False)
-    is_mandatory: Optional[Series[pd.BooleanDtype]] = pa.Field(nullable=True)
+    is_mandatory: Series[pd.BooleanDtype] | None = pa.Field(nullable=True)
     minimum_grade: _OptString = pa.Field(nullable=True)
 
     class Config:
@@ -190,12 +190,12 @@ class EntityParameterValues(_Input):
     entity_id: _String = pa.Field(nullable=False)
     parameter_id: _String = pa.Field(nullable=False)
     parameter_value: _OptString = pa.Field(nullable=True)
-    numeric_value: Optional[Series[pd.Float64Dtype]] = pa.Field(nullable=True)
-    integer_value: Optional[Series[pd.Int64Dtype]] = pa.Field(nullable=True)
-    boolean_value: Optional[Series[pd.BooleanDtype]] = pa.Field(nullable=True)
+    numeric_value: Series[pd.Float64Dtype] | None = pa.Field(nullable=True)
+    integer_value: Series[pd.Int64Dtype] | None = pa.Field(nullable=True)
+    boolean_value: Series[pd.BooleanDtype] | None = pa.Field(nullable=True)
     json_value: _OptString = pa.Field(nullable=True)
-    effective_from: Optional[Series[Any]] = pa.Field(nullable=True)
-    effective_to: Optional[Series[Any]] = pa.Field(nullable=True)
+    effective_from: Series[Any] | None = pa.Field(nullable=True)
+    effective_to: Series[Any] | None = pa.Field(nullable=True)
     tenant_id: _OptString = pa.Field(nullable=True)
 
     @pa.dataframe_check(name="exactly_one_value")
@@ -378,10 +378,10 @@ def _without_reported(cases: pd.DataFrame, reported: set[tuple[int, str]]) -> pd
     if not reported or cases.empty:
         return cases
 
-    def already(label: object, column: object, check: str) -> bool:
-        if label is None or pd.isna(label):  # type: ignore[arg-type]
+    def already(label: Any, column: object, check: str) -> bool:
+        if label is None or pd.isna(label):
             return False
-        row = row_number(label)  # type: ignore[arg-type]
+        row = row_number(label)
         frame_check = _FRAME_CHECKS.get(check)
         read = frame_check.columns if frame_check else (str(column),)
         return any((row, c) in reported for c in read)

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from stage2.contract.invariants import EXEMPT_GROUP_STATUSES
 from stage2.contract.schemas import (
     BATCH_COURSE_ENROLLMENT_COLUMNS,
     EXTRA_BATCH_COLUMNS,
     MEMBERSHIP_COLUMNS,
     STUDENT_BATCHES_COLUMNS,
 )
-from stage2.contract.invariants import EXEMPT_GROUP_STATUSES
 from stage2.outputs import BATCH_QUALITY, QUALITY_REPORT
 from stage2.reporting.measures import format_value, measure_rows
 
@@ -291,7 +291,9 @@ def integrity_failures(run: AuditRun, data: InstitutionData) -> list[str]:
                             f"give {format_value(quality.metrics[name], 6)}")
     n_inactive = run.report.get("n_inactive_students")
     if n_inactive is not None and int(n_inactive) != data.n_inactive:
-        failures.append(f"quality_report.json's n_inactive_students is {n_inactive} but the input has {data.n_inactive}")
+        failures.append(
+            f"quality_report.json's n_inactive_students is {n_inactive} but the input has {data.n_inactive}"
+        )
     failures += _batch_quality_failures(run.batch_quality, quality.batch_quality)
     return failures
 
@@ -472,7 +474,7 @@ def worst_coherence(run: AuditRun, n: int = 10) -> pd.DataFrame:
     """The ``n`` batches whose members attend the fewest of their course demands together,
     with their courses attended apart (``PARTIAL``)."""
     quality = run.batch_quality
-    code_of = dict(zip(run.batches["batch_id"], run.batches["batch_code"]))
+    code_of = dict(zip(run.batches["batch_id"], run.batches["batch_code"], strict=True))
     partial = run.batch_courses.loc[run.batch_courses["enrollment_status"] == "PARTIAL"]
     apart = partial.groupby(partial["batch_id"].map(code_of)).size()
     worst = quality.sort_values(["academic_coherence", "batch_code"]).head(n)
@@ -507,7 +509,7 @@ def shift_preferences(run: AuditRun, data: InstitutionData) -> pd.DataFrame:
     """Students by preferred shift (rows) and the shift their batch got (columns), with the
     share who got their preferred shift."""
     students = data.active_students[["student_id", "preferred_shift"]].astype({"student_id": "string"})
-    shift_of_batch = dict(zip(run.batches["batch_id"], run.batches["shift_id"]))
+    shift_of_batch = dict(zip(run.batches["batch_id"], run.batches["shift_id"], strict=True))
     got = run.membership["batch_id"].map(shift_of_batch)
     frame = pd.DataFrame({"student_id": run.membership["student_id"].to_numpy(), "assigned": got.to_numpy()})
     frame = frame.merge(students, on="student_id", how="left")
@@ -525,7 +527,9 @@ def breaches_by_rule(run: AuditRun) -> pd.DataFrame:
     """Soft- and hard-rule breaches per rule: how many batches break it, which."""
     by_batch = _breaches(run)
     if by_batch.empty:
-        return pd.DataFrame(columns=["rule", "level", "rule type", "batches breaking it", "share of batches", "batches"])
+        return pd.DataFrame(
+            columns=["rule", "level", "rule type", "batches breaking it", "share of batches", "batches"]
+        )
     rules = {r.get("name"): r for r in run.report.get("rules") or []}
     grouped = by_batch.groupby("rule", sort=True)["batch"].agg(list)
     return pd.DataFrame(
@@ -625,7 +629,6 @@ def note_html(text: str) -> str:
 
 def _figure(width: float = 10, height: float = 3.6, ncols: int = 1, **kwargs) -> tuple[Figure, Any]:
     from matplotlib.figure import Figure
-
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -718,7 +721,8 @@ def plot_utilisation(run: AuditRun) -> Figure:
 
 __all__ = [
     "AuditRun", "RunFileError", "assert_integrity", "breaches_by_batch", "breaches_by_rule", "bullets_html",
-    "config_frame", "digest_frame", "figure_png", "show", "groups_frame", "integrity_failures", "load_inputs", "load_run",
+    "config_frame", "digest_frame", "figure_png", "show", "groups_frame", "integrity_failures", "load_inputs",
+    "load_run",
     "measures_frame", "note_html", "overrides_frame", "placement_frame", "plot_batch_sizes", "plot_coherence",
     "plot_utilisation", "read_run_table", "recompute_quality", "rules_frame", "shift_preferences", "styled",
     "title_html", "worst_coherence",

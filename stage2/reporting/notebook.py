@@ -116,9 +116,8 @@ def run_audit_notebook(
 def export_html(notebook: Path, target: Path, *, title: str | None = None) -> Path:
     """Export an executed notebook to HTML with its code cells and prompts hidden."""
     import nbformat
-    from nbconvert import HTMLExporter
-
     from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(
         exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,

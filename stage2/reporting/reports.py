@@ -20,7 +20,7 @@ import csv
 import html
 import io
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +193,8 @@ class RunSummary:
         out.append(grid)
         verdict = ("meets every threshold" if self.passed else "BELOW A THRESHOLD (see FAIL below)")
         out.append(Text.assemble(
-            (f"{int(metrics.get('n_students') or 0):,} students in {int(metrics.get('n_batches') or 0):,} batches: ", ""),
+            (f"{int(metrics.get('n_students') or 0):,} students in "
+             f"{int(metrics.get('n_batches') or 0):,} batches: ", ""),
             (verdict, "bold green" if self.passed else "bold red")))
 
         table = Table(title="Quality measures", box=table_box, title_justify="left", show_edge=False)
@@ -231,7 +232,7 @@ class RunSummary:
         worst = self.worst_batches(5)
         if len(worst):
             out.append(Text("Least coherent batches: " + ", ".join(
-                f"{row.batch_code} ({float(row.academic_coherence):.3f})" for row in worst.itertuples())))
+                f"{row.batch_code} ({float(row.academic_coherence):.3f})" for row in _rows(worst))))
         overrides = self.report.get("eav_overrides") or []
         out.append(Text(f"EAV overrides applied: {len(overrides):,}"))
         warnings = self.warnings
@@ -286,7 +287,8 @@ class RunSummary:
         rows = []
         for m in self.measures:
             rows.append([m.name, format_value(m.value), m.target, _Verdict(m.verdict),
-                         "" if m.design_threshold is None else ("= 0" if m.direction == "zero" else f">= {m.design_threshold:g}"),
+                         "" if m.design_threshold is None
+                         else ("= 0" if m.direction == "zero" else f">= {m.design_threshold:g}"),
                          _Verdict("" if m.meets_design is None else ("yes" if m.meets_design else "NO")),
                          m.meaning])
         parts.append(_table(["measure", "value", "target", "verdict", "design threshold", "meets design", "meaning"],
@@ -305,7 +307,7 @@ class RunSummary:
         statuses = ", ".join(f"{n:,} {s}" for s, n in self.group_statuses.items())
         parts.append(f"<h2>Groups</h2><p>{len(groups):,} mixable groups ({e(statuses or 'none')}); "
                      "groups needing attention first.</p>")
-        sizes = self.sizes_by_group()
+        sizes: Mapping[Any, Sequence[int]] = self.sizes_by_group()
         parts.append(_table(
             ["group", "students", "batches", "batch sizes", "min / target / max", "status", "reason"],
             [[g.get("key"), g.get("n_students"), g.get("n_batches"),
@@ -320,8 +322,9 @@ class RunSummary:
         parts.append(_table(
             ["batch", "group", "students", "coherence", "course SSE", "room utilisation", "broken rules"],
             [[r.batch_code, r.group_key, r.student_count, format_value(float(r.academic_coherence)),
-              format_value(float(r.course_sse), 2), "" if pd.isna(r.utilization) else format_value(float(r.utilization)),
-              "" if pd.isna(r.broken_rules) else str(r.broken_rules).replace(";", ", ")] for r in worst.itertuples()],
+              format_value(float(r.course_sse), 2),
+              "" if pd.isna(r.utilization) else format_value(float(r.utilization)),
+              "" if pd.isna(r.broken_rules) else str(r.broken_rules).replace(";", ", ")] for r in _rows(worst)],
             numeric=(2, 3, 4, 5), empty="batch_quality.csv not found"))
 
         parts.append("<h2>Rule breaches</h2>")
@@ -401,6 +404,11 @@ def _json(value: Any) -> str:
 
 def _percent(value: Any) -> str:
     return "—" if value is None else f"{float(value):.1%}"
+
+
+def _rows(frame: pd.DataFrame) -> Iterator[Any]:
+    """``frame.itertuples()`` (pandas-stubs types every field as any scalar, or NA)."""
+    return frame.itertuples()
 
 
 def _listed(values: Sequence[Any], limit: int) -> str:

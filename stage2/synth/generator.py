@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +139,7 @@ def _ranges(sorted_keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarra
     return starts, np.searchsorted(sorted_keys, keys, side="right") - starts
 
 
-def _draw_index(rng: np.random.Generator, shares: np.ndarray, size: int) -> np.ndarray:
+def _draw_index(rng: np.random.Generator, shares: np.ndarray | Sequence[float], size: int) -> np.ndarray:
     """``size`` draws of an index into ``shares`` (normalised)."""
     shares = np.asarray(shares, dtype=float)
     return rng.choice(len(shares), size=size, p=shares / shares.sum())
@@ -233,7 +233,7 @@ def _course_template(spec: cat.Profile, d: cat.Discipline) -> list[dict]:
                     n_electives_used[t] += 1
                     semester_courses.append((f"ELE-{track.code}-{k + 1}", name, ELECTIVE, t, -1))
         semester = 2 * s + 1
-        for slot, (key, name, course_type, track, core_k) in enumerate(semester_courses, 1):
+        for slot, (key, name, course_type, track_index, core_k) in enumerate(semester_courses, 1):
             rows.append(
                 {
                     "sem_pos": s,
@@ -242,7 +242,7 @@ def _course_template(spec: cat.Profile, d: cat.Discipline) -> list[dict]:
                     "course_code": f"{d.code}{semester}{slot:02d}",
                     "course_name": name,
                     "course_type": course_type,
-                    "track": track,
+                    "track": track_index,
                     "core_k": core_k,
                 }
             )
@@ -387,8 +387,8 @@ def _students(spec: cat.Profile, programs: pd.DataFrame, prog_sems: np.ndarray,
     last = rng.integers(0, len(cat.LAST_NAMES), size=n)
     first_names = cat.MALE_FIRST_NAMES + cat.FEMALE_FIRST_NAMES
     name_code = first * len(cat.LAST_NAMES) + last
-    full_names = [f"{f} {l}" for f in first_names for l in cat.LAST_NAMES]
-    email_names = [f"{f}.{l}".lower() for f in first_names for l in cat.LAST_NAMES]
+    full_names = [f"{given} {family}" for given in first_names for family in cat.LAST_NAMES]
+    email_names = [f"{given}.{family}".lower() for given in first_names for family in cat.LAST_NAMES]
 
     # roll number: admission year (2 digits), programme code, serial in the cohort
     group_prefix = [
@@ -526,7 +526,7 @@ def _shifts() -> pd.DataFrame:
     return pd.DataFrame([list(s) for s in cat.SHIFTS], columns=columns)
 
 
-def _largest_remainder(shares: np.ndarray, total: int) -> np.ndarray:
+def _largest_remainder(shares: np.ndarray | Sequence[float], total: int) -> np.ndarray:
     """Integer counts proportional to ``shares`` summing to ``total``."""
     quota = np.asarray(shares, dtype=float) / np.sum(shares) * total
     counts = np.floor(quota).astype(np.int64)
@@ -553,7 +553,7 @@ def _rooms(group_sizes: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
     number = floor * 100 + i % cat.ROOMS_PER_FLOOR + 1
     rows = []
     for b, f, num, t in zip(building.tolist(), floor.tolist(), number.tolist(),
-                            room_type.tolist()):  # one row per room
+                            room_type.tolist(), strict=True):  # one row per room
         name, code = cat.BUILDINGS[b % len(cat.BUILDINGS)]
         repeat = b // len(cat.BUILDINGS)
         if repeat:
@@ -565,7 +565,7 @@ def _rooms(group_sizes: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
                                         "building_name", "floor_number"])
     rooms.insert(1, "capacity", capacity)
     shift_codes = np.array([s[1] for s in cat.SHIFTS], dtype=object)
-    rooms["preferred_shift"] = pd.Series(np.where(shift >= 0, shift_codes[shift], None),
+    rooms["preferred_shift"] = pd.Series(np.where(shift >= 0, shift_codes[shift], None),  # type: ignore[call-overload]
                                          dtype="str")
     return rooms
 
@@ -657,7 +657,7 @@ def _parameters(spec: cat.Profile, programs: pd.DataFrame) -> tuple[pd.DataFrame
               "boolean_value": "boolean", "json_value": "str"}
     for column in _VALUE_COLUMNS:
         cells = [o[5] if o[4] == column else None for o in overrides]
-        values[column] = pd.array(cells, dtype=dtypes[column])
+        values[column] = pd.array(cells, dtype=dtypes[column])  # type: ignore[call-overload]
     values["effective_from"] = cat.EAV_EFFECTIVE_FROM
     values["effective_to"] = pd.Series([None] * len(values), dtype="str")
     values["tenant_id"] = cat.TENANT_ID
