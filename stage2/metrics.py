@@ -263,8 +263,8 @@ def binary_silhouette(matrix: sp.spmatrix, labels: np.ndarray, *, sample_size: i
     apart); ``None`` where scikit-learn raises: fewer than 2 or more than n - 1 labels in the
     sample, or no columns.
 
-    Why not scikit-learn's function: importing scikit-learn costs ~1 s per run (a third of a
-    5,000-student run), and it computes the distances of every pair of sampled students,
+    Why not scikit-learn's function: importing scikit-learn is a large share of a short run
+    (``python -X importtime -c "import sklearn"``), and it computes the distances of every pair of sampled students,
     while students with the same course set have the same distances to everyone: here
     distances are computed between the distinct rows only (from the exact integer Gram
     matrix, |a| + |b| - 2 a.b) and summed per label with the (row, label) counts as weights.

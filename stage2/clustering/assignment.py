@@ -35,10 +35,9 @@ COST_SCALE = 10_000
 #: up to this many (point, centroid) arcs the full bipartite graph is used (exact) ...
 FULL_GRAPH_MAX_ARCS = 20_000
 #: ... and with up to this many centroids whatever the number of points: the shortest paths
-#: over the centroids cost O(k²) each. ``python experiments/scaling/assignment_bench.py``
-#: (k-means rounds, full graph vs the restricted graph solved by OR-Tools): with the soft
-#: rules' features of a default run, 0.71x the time at 124 centroids, 0.77x at 200, 3.2x at
-#: 494; on course sets alone (fewer distinct rows) 0.29x at 64, 1.2x at 124, 1.5x at 200
+#: over the centroids cost O(k²) each. Where the crossover with the restricted graph solved
+#: by OR-Tools lies, per number of centroids: ``python experiments/scaling/assignment_bench.py``
+#: (its second table; figures in experiments/scaling/README.md)
 DENSE_MAX_BATCHES = 128
 #: random tie-breaking levels of the full-graph assignment (:func:`~stage2.clustering.transportation.tie_broken`)
 TIE_LEVELS = 16
@@ -428,7 +427,7 @@ def lloyd_rounds(
 
     Problems of at most ``FULL_GRAPH_MAX_ARCS`` (point, centroid) pairs (random-swap trials,
     small groups) run every round in one compiled loop (:func:`_small_lloyd_rounds`): the same
-    steps, without ~0.2 ms of numpy calls per round."""
+    steps, without the fixed cost of numpy calls in every round."""
     model = as_size_model(sizes)
     n_batches = centroids.shape[0]
     if 1 < n_batches and points.shape[0] * n_batches <= FULL_GRAPH_MAX_ARCS:

@@ -156,7 +156,8 @@ class BalancedBatcher(Batcher):
     ) -> np.ndarray:
         """Last step, once per group: exchanges of groups of identical students between batches
         (:func:`chunk_swaps`), and the polish again if one was made. Not in every restart's
-        polish: on thousands of small groups that cost ~20 % of the clustering for no gain."""
+        polish: on thousands of small groups that was a large share of the clustering time for
+        no gain in the objective."""
         if not self.config.local_search:
             return labels
         flows = labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches)

@@ -87,7 +87,8 @@ def cluster_groups(
     parallel = n_jobs != 1 and len(to_cluster) > 1 and len(active) >= PARALLEL_MIN_STUDENTS
     workers_peak = 0.0
     if parallel:
-        # imported here: joblib (with loky, psutil, asyncio) is ~45 ms of a one-group run's start-up
+        # imported here: joblib (with loky, psutil, asyncio) would add to every one-group run's
+        # start-up (python -X importtime -c "import joblib")
         from joblib import Parallel, delayed
         from joblib.externals.loky import get_reusable_executor
 

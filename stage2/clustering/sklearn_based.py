@@ -4,9 +4,9 @@ The repair takes the clustering's centroids and solves the size-constrained assi
 exactly (min-cost flow) under the group's size model, so sizes always respect it; the
 clustering only decides where the centroids are.
 
-scikit-learn is imported where a model is built: importing it costs ~1 s (scipy.stats, which
-it imports, rewrites hundreds of docstrings), a third of a 5,000-student run of the default
-algorithm, which does not need it.
+scikit-learn is imported where a model is built: its import is a large share of a short run of
+the default algorithm, which does not need it (``python -X importtime -c "import sklearn"``:
+scipy.stats, which it imports, rewrites hundreds of docstrings).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Exact size-constrained assignment on the full bipartite graph (points × batches), by
 successive shortest paths over the batches: the solver of every assignment small enough to
 give each point an arc to every batch (random-swap trials, small groups, scikit-learn
-repairs). ``python experiments/scaling/assignment_bench.py``: 8-16x faster than building and
-solving the same graph with OR-Tools' min-cost flow on the trial sizes (~130 points × 12
-batches), 5-12x on 2,000 × 124.
+repairs). How much faster than building and solving the same graph with OR-Tools' min-cost
+flow, by problem size: ``python experiments/scaling/assignment_bench.py`` (figures in
+experiments/scaling/README.md).
 
 Why it is fast: a shortest path from a point only ever moves students between batches, so
 Dijkstra runs on the B batches (and one sink node for the flexible sizes' unit costs), not on
@@ -54,8 +54,8 @@ def dense_assignment(costs, counts, lower, slot_costs, prices):  # pragma: no co
     distance = np.empty(n_batches + 1, dtype=np.int64)
     predecessor = np.empty(n_batches + 1, dtype=np.int64)
     settled = np.empty(n_batches + 1, dtype=np.bool_)
-    # the largest points first: their units go in bulk while paths are short (~25 % fewer
-    # augmentations on the 5k benchmark group, 40 % less time)
+    # the largest points first: their units go in bulk while paths are short (fewer
+    # augmentations; assignment_bench.py measures the solver)
     for point in np.argsort(-counts, kind="mergesort"):
         while remaining[point] > 0:
             terminal = _shortest_path(point, costs, lower, slot_costs, sizes, sink_demand, potential,
