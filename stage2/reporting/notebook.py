@@ -67,8 +67,8 @@ def run_audit_notebook(
         raise AuditFailed(f"the run directory lacks {', '.join(missing)}: not a finished stage2 run",
                           where=str(run_dir), details={"missing": missing})
     if not TEMPLATE.is_file():
-        raise AuditFailed(f"the audit notebook template {TEMPLATE} is missing (install stage2 from its source "
-                          "tree: pip install -e .)", where=str(TEMPLATE))
+        raise AuditFailed(f"the audit notebook template {TEMPLATE} is missing (reinstall stage2: a wheel carries "
+                          "it inside the package, a checkout in notebooks/)", where=str(TEMPLATE))
 
     log.info("audit notebook: executing %s on %s", TEMPLATE.name, run_dir)
     try:
