@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stage2.compare import compare_runs, main, match_batches, metric_direction
+from stage2.compare import CompareError, compare_runs, main, match_batches, metric_direction
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DIGEST = "a" * 64
@@ -75,6 +75,108 @@ def test_pairing_maximises_total_overlap_one_to_one():
     assert pairs == {0: 1}
 
 
+def total_overlap(pairs: dict[int, int], batch_a, batch_b) -> int:
+    """Students shared by the paired batches, counted from the raw labels."""
+    return sum(1 for a, b in zip(batch_a, batch_b, strict=True) if pairs.get(int(a)) == int(b))
+
+
+def max_overlap_by_brute_force(batch_a, batch_b) -> int:
+    """The largest total overlap over every one-to-one pairing (each A batch to a distinct B
+    batch or to nothing): the oracle, independent of any assignment solver."""
+    import itertools
+
+    import numpy as np
+
+    n_a, n_b = int(max(batch_a)) + 1, int(max(batch_b)) + 1
+    overlap = np.zeros((n_a, n_b), dtype=int)
+    for a, b in zip(batch_a, batch_b, strict=True):
+        overlap[a, b] += 1
+    best = 0
+    # B batches plus n_a "no partner" slots: every partial injective map is a permutation prefix
+    slots = list(range(n_b)) + [None] * n_a
+    for choice in set(itertools.permutations(slots, n_a)):
+        best = max(best, sum(overlap[a, b] for a, b in enumerate(choice) if b is not None))
+    return best
+
+
+#: dense path for every block, and the sparse exact path for every block (no dense cell allowed)
+BOTH_PATHS = pytest.mark.parametrize("max_dense_cells", [10**9, 0], ids=["dense", "sparse"])
+
+
+@BOTH_PATHS
+def test_pairing_beats_greedy_on_the_example_where_greedy_shares_4(max_dense_cells):
+    """Largest overlaps first (greedy) takes A0-B0 or A1-B0 (3 each) and ends at 4 shared
+    students; the maximum is 5 (A0-B1 + A1-B0). Before the fix, a block above the dense limit
+    was paired greedily and reported 4 here."""
+    import numpy as np
+
+    batch_a = np.array([0] * 5 + [1] * 4)
+    batch_b = np.array([0, 0, 0, 1, 1, 0, 0, 0, 2])
+    pairs, method = match_batches(batch_a, batch_b, max_dense_cells=max_dense_cells)
+    assert total_overlap(pairs, batch_a, batch_b) == 5 == max_overlap_by_brute_force(batch_a, batch_b)
+    assert pairs == {0: 1, 1: 0} and method == "optimal"
+
+
+@BOTH_PATHS
+def test_pairing_total_overlap_is_the_brute_force_maximum_on_random_cases(max_dense_cells):
+    import numpy as np
+
+    rng = np.random.default_rng(2024)
+    for case in range(150):
+        n_a, n_b = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        n = int(rng.integers(1, 25))
+        batch_a = rng.integers(0, n_a, n)
+        # mostly the same batches relabelled, with some students moved: realistic and tie-rich
+        relabel = rng.permutation(max(n_a, n_b))[:n_a] % n_b
+        batch_b = np.where(rng.random(n) < 0.4, rng.integers(0, n_b, n), relabel[batch_a])
+        pairs, method = match_batches(batch_a, batch_b, max_dense_cells=max_dense_cells)
+        assert method == "optimal"
+        assert len(set(pairs.values())) == len(pairs), f"case {case}: not one-to-one: {pairs}"
+        shared = {(int(a), int(b)) for a, b in zip(batch_a, batch_b, strict=True)}
+        assert all(pair in shared for pair in pairs.items()), f"case {case}: a pair shares no student: {pairs}"
+        assert total_overlap(pairs, batch_a, batch_b) == max_overlap_by_brute_force(batch_a, batch_b), f"case {case}"
+
+
+def test_dense_and_sparse_pairings_agree_on_a_larger_relabelled_run():
+    """200 batches renamed and 15% of the students moved: both exact methods reach the same
+    total (the batches' own partners), far above what a random pairing would share."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    batch_a = np.repeat(np.arange(200), 30)
+    rename = rng.permutation(200)
+    batch_b = rename[batch_a]
+    moved = rng.random(batch_a.size) < 0.15
+    batch_b[moved] = rng.integers(0, 200, int(moved.sum()))
+    dense, _ = match_batches(batch_a, batch_b)
+    sparse, _ = match_batches(batch_a, batch_b, max_dense_cells=0)
+    assert total_overlap(dense, batch_a, batch_b) == total_overlap(sparse, batch_a, batch_b)
+    assert dense == {a: int(rename[a]) for a in range(200)} == sparse
+
+
+def test_a_student_in_two_batches_of_one_run_is_a_clear_error(tmp_path, capsys):
+    a = write_run(tmp_path / "a", A)
+    b = write_run(tmp_path / "b", A)
+    rows = (b / "batch_student_membership.csv").read_text() + "m99,a2,s3\n"  # s3 also in a2
+    (b / "batch_student_membership.csv").write_text(rows)
+    with pytest.raises(CompareError) as info:
+        compare_runs(a, b)
+    message = str(info.value)
+    assert "'s3'" in message and "more than one batch" in message and "'a1'" in message and "'a2'" in message
+    assert str(b / "batch_student_membership.csv") in message
+    assert main([str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "'s3'" in err and "more than one batch" in err and "Traceback" not in err
+
+
+def test_a_student_listed_twice_in_the_same_batch_is_named_too(tmp_path):
+    a = write_run(tmp_path / "a", A)
+    rows = (a / "batch_student_membership.csv").read_text() + "m98,a1,s2\nm99,a1,s5\n"
+    (a / "batch_student_membership.csv").write_text(rows)
+    with pytest.raises(CompareError, match=r"student 's2' is listed 2 times in batch 'a1'; 1 more student"):
+        compare_runs(a, write_run(tmp_path / "b", A))
+
+
 def test_split_and_merge_count_the_students_outside_the_paired_batch(tmp_path):
     a = write_run(tmp_path / "a", members(a1="s1 s2 s3 s4 s5 s6"))
     b = write_run(tmp_path / "b", members(b1="s1 s2", b2="s3 s4 s5 s6"))
@@ -86,8 +188,8 @@ def test_split_and_merge_count_the_students_outside_the_paired_batch(tmp_path):
 
 def test_metric_directions_follow_quality_md(tmp_path):
     a = write_run(tmp_path / "a", A)
-    b = write_run(tmp_path / "b", A, metrics={**METRICS, "academic_coherence": 0.9, "course_sse": 12.0,
-                                                 "n_students": 9, "runtime_s.clustering": 0.25, "silhouette_score": 0.4})
+    b = write_run(tmp_path / "b", A, metrics={**METRICS, "academic_coherence": 0.9, "course_sse": 12.0, "n_students": 9,
+                                              "runtime_s.clustering": 0.25, "silhouette_score": 0.4})
     result = compare_runs(a, b)
     coherence = result.metric("academic_coherence")
     assert coherence.direction == "higher" and coherence.better == "B" and coherence.diff == pytest.approx(0.1)
