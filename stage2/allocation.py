@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from ortools.graph.python import min_cost_flow
 
-from stage2.config.settings import BatchingSettings
+from stage2.config.settings import BatchingSettings, seats_admitted
 from stage2.errors import InfeasibleError
 
 #: extra cost of leaving a batch unplaced: exceeds any score difference, so the flow places
@@ -81,7 +81,7 @@ def allocate_rooms(
     shift_ids = shifts["shift_id"].astype(str).tolist()
     capacities = rooms["capacity"].to_numpy(dtype=np.int64)
     threshold = capacity_threshold(settings)
-    usable = np.floor(capacities * threshold + 1e-9).astype(np.int64)
+    usable = seats_admitted(capacities, threshold)
     n_slots = len(rooms) * len(shift_ids)
     slot_room = np.repeat(np.arange(len(rooms)), len(shift_ids))
     slot_shift = np.tile(np.arange(len(shift_ids)), len(rooms))

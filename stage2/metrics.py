@@ -23,7 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from stage2.config.schema import ACCEPTANCE_THRESHOLDS
-from stage2.config.settings import BatchingSettings, ConstraintRule
+from stage2.config.settings import CAPACITY_ROUNDING, BatchingSettings, ConstraintRule
 from stage2.contract.csvio import string_positions
 from stage2.features import course_matrix
 
@@ -108,7 +108,7 @@ def check_rules(
         if rule.rule_type == "capacity_limit":
             capacity = batches["capacity_allocated"].astype("Float64")
             placed = capacity.notna().to_numpy() & in_force
-            ok = (batches["student_count"] <= rule.threshold * capacity + 1e-9).fillna(True).to_numpy()
+            ok = (batches["student_count"] <= rule.threshold * capacity + CAPACITY_ROUNDING).fillna(True).to_numpy()
             checked = np.flatnonzero(placed)
             satisfied = ok[checked]
         else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from stage2.config.settings import BatchingSettings, SizeBounds
+from stage2.config.settings import BatchingSettings, SizeBounds, seats_admitted
 from stage2.errors import InfeasibleError
 
 #: value a group key carries for a hard no_mix field that does not apply to the student
@@ -108,7 +108,7 @@ def effective_bounds(bounds: SizeBounds, settings: BatchingSettings, largest_roo
     cap = bounds.max
     for rule in settings.rules:
         if rule.rule_type == "capacity_limit" and rule.is_hard and rule.is_global and largest_room:
-            cap = min(cap, int(math.floor(rule.threshold * largest_room)))
+            cap = min(cap, int(seats_admitted(largest_room, rule.threshold)))
     if cap >= bounds.max:
         return bounds
     cap = max(cap, 1)

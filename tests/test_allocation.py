@@ -239,9 +239,6 @@ def test_default_shift_preference_weight_is_one(compose_config, settings):
     assert default.room_id == explicit.room_id and default.shift_id == explicit.shift_id == ["M", "M"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG stage2/sizing.py effective_bounds: caps batch_size.max at "
-                   "floor(threshold × largest room) with no tolerance, so 0.7 × 90 = 62.99999999999999 caps it "
-                   "at 62, while allocation (and the README: size <= threshold × capacity) admits 63 students")
 def test_capacity_threshold_caps_the_batch_size_at_what_the_largest_room_admits(compose_config):
     from stage2.config.settings import SizeBounds
     from stage2.sizing import effective_bounds

@@ -108,9 +108,6 @@ def test_a_garbage_checkpoint_is_treated_as_missing(tmp_path, content):
     assert store.load("allocation") is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG stage2/checkpoints.py: load() unpickles without any integrity "
-                   "check (no checksum of the payload), so a checkpoint altered after it was written loads "
-                   "silently with different content; pickle of corrupt data can even crash the interpreter")
 def test_a_checkpoint_altered_after_writing_is_not_loaded_silently(tmp_path):
     store = CheckpointStore(tmp_path, "key-1")
     saved = result()
@@ -128,10 +125,6 @@ def test_a_checkpoint_altered_after_writing_is_not_loaded_silently(tmp_path):
     assert loaded is None, f"altered checkpoint loaded: labels[0] = {loaded.labels[0]} (saved {saved.labels[0]})"
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="BUG stage2/checkpoints.py: load() calls saved.get() outside its try block, so a "
-                   "checkpoint that unpickles to anything but the store's dict raises a bare AttributeError "
-                   "(reported as INTERNAL_ERROR) instead of being treated as missing")
 def test_a_checkpoint_that_is_not_a_store_record_is_treated_as_missing(tmp_path):
     store = CheckpointStore(tmp_path, "key-1")
     store.save("sizing", result()).write_bytes(pickle.dumps(["not", "a", "record"]))
@@ -146,9 +139,6 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
     assert store.load("sizing") == {"plan": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG stage2/checkpoints.py: save() does not remove '<stage>.tmp' when "
-                   "writing fails (an exception or Ctrl-C during pickle.dump), and clear() only removes *.pkl, "
-                   "so the temporary file stays in .checkpoints/ for good")
 def test_a_failed_save_leaves_no_temporary_file(tmp_path):
     store = CheckpointStore(tmp_path, "key-1")
     store.save("sizing", {"plan": 1})

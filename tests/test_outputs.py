@@ -82,10 +82,6 @@ def test_written_csvs_neutralise_free_text_and_keep_identifiers_exact(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["batch_student_membership.csv", "student_batches.csv"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG stage2/contract/csvio.py write_csv: the csv-quoting path (pandas "
-                   "to_csv, lineterminator='\\n') does not quote a field holding a bare carriage return, so every "
-                   "CSV reader splits that row in two: a student_name such as '\\rreturn' or 'Ann\\rLee' "
-                   "breaks batch_student_membership.csv")
 @pytest.mark.parametrize("name", ["\rreturn", "Ann\rLee"])
 def test_a_carriage_return_in_free_text_survives_the_csv(tmp_path, name):
     import csv

@@ -238,9 +238,6 @@ def _batch_labels(record):
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG stage2/checkpoints.py: checkpoints carry no checksum, so a one-byte "
-                   "change in clustering.pkl (bit rot, a partial copy) is restored on resume=true and the run "
-                   "exits normally with different batches than the run that wrote it")
 def test_a_checkpoint_altered_on_disk_never_gives_silently_different_outputs(reference_run, tmp_path):
     import pickle
 
@@ -252,7 +249,7 @@ def test_a_checkpoint_altered_on_disk_never_gives_silently_different_outputs(ref
     run_dir = _copy_run(reference, tmp_path)
     path = run_dir / ".checkpoints" / "clustering.pkl"
     raw = bytearray(path.read_bytes())
-    labels = _batch_labels(pickle.loads(bytes(raw)))
+    labels = _batch_labels(pickle.loads(bytes(raw).partition(b"\n")[2]))  # after the digest line
     assert labels is not None and labels.dtype == np.int64
     start = bytes(raw).find(labels.tobytes())
     assert start > 0
@@ -306,9 +303,6 @@ def test_changed_input_does_not_reuse_checkpoints_and_matches_a_fresh_run(make_i
     assert any(p.read_bytes() != checkpoint_bytes[p.name] for p in (run_dir / ".checkpoints").iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG stage2/contract/csvio.py write_csv: a bare carriage return inside a "
-                   "free-text value (a valid, quoted input student_name) is written unquoted, so "
-                   "batch_student_membership.csv has one row too many for every CSV reader, and the run succeeds")
 def test_a_carriage_return_in_a_student_name_does_not_break_the_membership_csv(make_institution_dir, tmp_path):
     import csv
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -96,6 +97,17 @@ class ConstraintRule:
     @property
     def is_global(self) -> bool:
         return self.entity_type in GLOBAL_SCOPES
+
+
+#: slack for float rounding when a capacity threshold multiplies a capacity (0.7 × 90 is
+#: 62.99999999999999 in floating point, and 63 students fit)
+CAPACITY_ROUNDING = 1e-9
+
+
+def seats_admitted(capacity: Any, threshold: float) -> Any:
+    """The most students a room of ``capacity`` seats admits under a ``capacity_limit``
+    threshold: ``floor(threshold × capacity)`` (elementwise for arrays)."""
+    return np.floor(np.asarray(capacity, dtype=np.float64) * threshold + CAPACITY_ROUNDING).astype(np.int64)
 
 
 @dataclass(frozen=True)

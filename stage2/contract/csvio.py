@@ -21,7 +21,9 @@ every problem of every file in one error.
 
 from __future__ import annotations
 
+import csv
 import io
+import itertools
 import json
 import math
 import re
@@ -528,6 +530,21 @@ def _needs_quoting(arr: pa.Array, delimiter: str) -> bool:
     return bool(pc.any(pc.match_substring_regex(arr, pattern)).as_py())
 
 
+def _write_quoted(table: pa.Table, path: Path, *, delimiter: str, bom: bool) -> None:
+    """Records ended by ``\n``, fields quoted where they hold the delimiter, a quote, ``\r`` or
+    ``\n``. Python's csv writer quotes only the characters of its line terminator, so it writes
+    each record with ``\r\n`` (quoting both) and the terminator is then swapped for ``\n``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    records = table.to_pandas().itertuples(index=False, name=None)
+    with open(path, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as f:
+        for record in itertools.chain([table.column_names], records):
+            writer.writerow([value if isinstance(value, str) else "" for value in record])  # all text; else null
+            f.write(buffer.getvalue()[:-2] + "\n")
+            buffer.seek(0)
+            buffer.truncate()
+
+
 def write_csv(frame: pd.DataFrame, path: Path, *, delimiter: str = ",", bom: bool = False) -> None:
     """Write a frame as CSV, quoting only fields that need it.
 
@@ -539,10 +556,7 @@ def write_csv(frame: pd.DataFrame, path: Path, *, delimiter: str = ",", bom: boo
     table = pa.table(columns, names=names)
     header = pa.array(names, pa.string())
     if _needs_quoting(header, delimiter) or any(_needs_quoting(c, delimiter) for c in columns):
-        table.to_pandas().to_csv(
-            path, sep=delimiter, index=False, lineterminator="\n",
-            encoding="utf-8-sig" if bom else "utf-8",
-        )
+        _write_quoted(table, path, delimiter=delimiter, bom=bom)
         return
     with open(path, "wb") as f:
         if bom:
