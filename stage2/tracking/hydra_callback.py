@@ -8,7 +8,8 @@ Enable it under ``hydra.callbacks`` (``conf/config.yaml``)::
         mlflow_sweep:
           _target_: stage2.tracking.hydra_callback.MLflowSweepCallback
 
-or for one command: ``python -m stage2 -m ++hydra.callbacks.mlflow_sweep._target_=stage2.tracking.hydra_callback.MLflowSweepCallback ...``.
+or for one command:
+``python -m stage2 -m ++hydra.callbacks.mlflow_sweep._target_=stage2.tracking.hydra_callback.MLflowSweepCallback``.
 
 - ``on_multirun_start`` (the launching process): opens the parent run in
   ``tracking.experiment_name`` of the store ``resolve_tracking_uri(tracking.uri)``, tagged
@@ -45,11 +46,11 @@ import os
 import time
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hydra.experimental.callback import Callback
 from stage2.config.schema import TrackingConfig
-from stage2.tracking.mlflow_tracking import PARENT_RUN_ENV, PARENT_URI_ENV, resolve_tracking_uri
+from stage2.tracking.mlflow_tracking import PARENT_RUN_ENV, PARENT_URI_ENV, ensure_experiment, resolve_tracking_uri
 
 log = logging.getLogger("stage2")
 
@@ -137,9 +138,8 @@ class MLflowSweepCallback(Callback):
         self.swept = swept_keys(task, _select(config, "hydra.sweeper.params"))
 
         client = MlflowClient(tracking_uri=self.tracking_uri)
-        experiment = client.get_experiment_by_name(experiment_name)
-        self.experiment_id = (experiment.experiment_id if experiment is not None
-                              else client.create_experiment(experiment_name))
+        # created (or an untagged one tagged) as a model-development experiment, as a job's run does
+        self.experiment_id = ensure_experiment(client, experiment_name)
         sweep_dir = _select(config, "hydra.sweep.dir", "")
         tags = {
             "stage2.sweep": "true",
@@ -217,6 +217,7 @@ class MLflowSweepCallback(Callback):
         client = MlflowClient(tracking_uri=self.tracking_uri)
         runs: list[Any] = []
         token = None
+        assert self.experiment_id is not None, "called after on_multirun_start"
         while True:
             page = client.search_runs(
                 [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'",
@@ -230,6 +231,8 @@ class MLflowSweepCallback(Callback):
     def _record_best(self) -> None:
         from mlflow.tracking import MlflowClient
 
+        parent_run_id = self.parent_run_id
+        assert parent_run_id is not None, "called after on_multirun_start"
         client = MlflowClient(tracking_uri=self.tracking_uri)
         children = self.children()
         # earliest first: on a tie the first job wins, as Optuna's best trial does
@@ -250,14 +253,14 @@ class MLflowSweepCallback(Callback):
                 "best_overrides": filter_overrides(overrides, self.swept),
                 "best_run_name": best.info.run_name or "",
             })
-            client.log_metric(self.parent_run_id, "best_value", value)
+            client.log_metric(parent_run_id, "best_value", value)
             log.info("sweep best: %s = %s (%s), run %s", self.objective, value, tags["best_overrides"],
                      best.info.run_id)
         else:
             tags["best_run_id"] = ""
             log.warning("sweep: no finished child run has the metric %r", self.objective)
         for key, text in tags.items():
-            client.set_tag(self.parent_run_id, key, text[:5000])
+            client.set_tag(parent_run_id, key, text[:5000])
 
     def _end(self, status: str) -> None:
         from mlflow.tracking import MlflowClient

@@ -9,7 +9,8 @@ What a run records:
 - artifacts: the output CSVs, ``quality_report.json``, the resolved config and the log.
 
 The default store is embedded: ``sqlite:///<directory you run from>/mlflow.db`` (absolute),
-unless ``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` says otherwise.
+unless ``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` says otherwise. The experiment carries
+``mlflow.experimentKind=custom_model_development`` (:func:`ensure_experiment`).
 
 Sweeps (``python -m stage2 -m ...`` with :class:`stage2.tracking.hydra_callback.MLflowSweepCallback`)
 record one parent run; the callback exports its id in ``$STAGE2_PARENT_RUN_ID`` (and its store in
@@ -41,6 +42,10 @@ PARENT_RUN_ENV = "STAGE2_PARENT_RUN_ID"
 PARENT_URI_ENV = "STAGE2_PARENT_TRACKING_URI"
 #: MLflow's limit on a param value's length
 MAX_PARAM_LENGTH = 6000
+#: MLflow 3's experiment tag for the kind of experiment, and stage2's kind: model development
+#: (runs with params and metrics), not GenAI (traces)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def resolve_tracking_uri(configured: str | None, base_dir: str | Path | None = None) -> str:
@@ -60,6 +65,35 @@ def sweep_parent() -> tuple[str | None, str | None]:
     return os.environ.get(PARENT_RUN_ENV) or None, os.environ.get(PARENT_URI_ENV) or None
 
 
+def ensure_experiment(client: Any, name: str) -> str:
+    """The id of the experiment ``name`` in ``client``'s store, created if missing, with the
+    tag ``mlflow.experimentKind=custom_model_development``: on creation, and added to an
+    existing experiment without that tag (one made by an older stage2 or by hand). A kind
+    already set (say by the UI's experiment-type selector) is left alone, and so is a deleted
+    experiment (using it fails later, as it always did). Failing to tag never fails the run."""
+    from mlflow.entities import LifecycleStage
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException as exc:
+            # parallel sweep jobs race to create it; the loser tags the winner's if needed
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == LifecycleStage.ACTIVE and not experiment.tags.get(EXPERIMENT_KIND_TAG):
+        try:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        except MlflowException as exc:
+            logging.getLogger("stage2").warning("could not tag experiment %r with %s=%s: %s", name,
+                                                EXPERIMENT_KIND_TAG, EXPERIMENT_KIND, exc)
+    return experiment.experiment_id
+
+
 def hydra_job_tags() -> dict[str, str]:
     """The running Hydra job's overrides as tags (empty outside a Hydra job)."""
     try:
@@ -68,7 +102,7 @@ def hydra_job_tags() -> dict[str, str]:
 
         if not HydraConfig.initialized():
             return {}
-        hydra_cfg = HydraConfig.get()
+        hydra_cfg: Any = HydraConfig.get()  # a DictConfig at run time, typed as its dataclass
         task = OmegaConf.select(hydra_cfg, "overrides.task", default=None, throw_on_missing=False)
         tags = {"hydra.overrides": " ".join(str(o) for o in (task or []))}
         for key, tag in (("job.num", "hydra.job.num"), ("job.override_dirname", "hydra.override_dirname")):
@@ -140,7 +174,8 @@ class TrackingRun:
         with warnings.catch_warnings():
             # a local path matches two equivalent MLflow source types; it picks one and warns
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-            dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
+            dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]  # set by a lazy import
+                frame, source=source, name=name, digest=digest[:36])
         from mlflow.exceptions import MlflowException
 
         for attempt in range(DATASET_LOG_ATTEMPTS):
@@ -207,6 +242,9 @@ def tracking_run(
         warnings.warn(f"{PARENT_RUN_ENV}={parent_id}: no such run in {tracking_uri}; recorded without a parent",
                       stacklevel=3)
         parent_id = None
+    from mlflow.tracking import MlflowClient
+
+    ensure_experiment(MlflowClient(tracking_uri=tracking_uri), experiment_name)
     experiment = mlflow.set_experiment(experiment_name)
     nested = mlflow.active_run() is not None
     parent_kw: dict[str, Any] = {}
