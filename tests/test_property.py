@@ -5,7 +5,7 @@ catalogue, shift preferences, rooms, batch size bounds, input format); a numpy g
 by hypothesis fills in the per-student details. The institution is written as contract CSV
 files with the standard ``csv`` module (not stage2's writer), the pipeline runs with tracking
 and the notebook off, and every invariant of the data contract is re-derived from the output
-files alone.
+and input files alone, with the quality measures recomputed (``assert_outputs_valid``, conftest.py).
 """
 
 from __future__ import annotations
@@ -18,16 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import STAGE3_TABLES, assert_outputs_valid, run_batching
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from stage2 import process_student_batching
-from stage2.outputs import STAGE3_TABLES
-
-AS_OF = "2025-08-01T00:00:00"
-BASE_OVERRIDES = ("tracking.enabled=false", "report.notebook=false", f"as_of={AS_OF}")
 #: a small course catalogue: (course_id, course_type, credits, max_sessions_per_week)
 CATALOGUE = [
     (f"C{i:02d}", ctype, credits, sessions)
@@ -41,7 +36,6 @@ CATALOGUE = [
 SHIFTS = [("SH-M", "MOR", "Morning", "MORNING"), ("SH-A", "AFT", "Afternoon", "AFTERNOON"),
           ("SH-E", "EVE", "Evening", "EVENING")]
 LANGUAGES = ["English", "Hindi", "Tamil", "Bengali"]
-FALSE_TOKENS = {"false", "f", "0", "no"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -167,94 +161,15 @@ def write_institution(inst: Institution, directory: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------
-# the invariants, from the files alone
+# the invariants, from the files alone (assert_outputs_valid, conftest.py)
 
 
-def read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
-def check_invariants(input_dir: Path, out: Path, *, size_min: int, size_max: int,
-                     capacity_capped: bool = True) -> dict[str, pd.DataFrame]:
-    """Assert every contract invariant on the output files of a run on ``input_dir``.
-
-    ``capacity_capped``: a hard ``capacity_limit`` rule (threshold 1) is in force, as in the
-    default constraint set, so ``batch_size.max`` is capped by the largest room."""
-    tables = {name: read(out / f"{name}.csv") for name in STAGE3_TABLES}
-    batches, members, courses = (tables[n] for n in STAGE3_TABLES)
-    students = read(input_dir / "student_data.csv")
-    active = students.loc[~students["is_active"].str.lower().isin(FALSE_TOKENS)]
-    rooms = read(input_dir / "rooms.csv")
-    if (input_dir / "student_course_enrollment.csv").exists():
-        demand = read(input_dir / "student_course_enrollment.csv")[["student_id", "course_id"]]
-    else:
-        demand = (students.assign(course_id=students["enrolled_courses"].str.split(";"))
-                  .explode("course_id")[["student_id", "course_id"]])
-    demand = demand.loc[demand["student_id"].isin(active["student_id"])].drop_duplicates()
-
-    # every active student in exactly one batch; nobody else; every batch exists
-    assert members["student_id"].is_unique
-    assert set(members["student_id"]) == set(active["student_id"])
-    assert set(members["batch_id"]) <= set(batches["batch_id"])
-    assert batches["batch_id"].is_unique and members["membership_id"].is_unique
-    assert courses["enrollment_id"].is_unique
-
-    # student_count = members; sizes within bounds unless the group is reported
-    counts = members.groupby("batch_id").size().reindex(batches["batch_id"], fill_value=0)
-    size = batches["student_count"].astype(int)
-    assert (counts.to_numpy() == size.to_numpy()).all()
-    assert (size >= 1).all()
-    # the bounds in force: the configured ones, max capped by the largest room (hard capacity_limit)
-    largest = int(rooms["capacity"].astype(int).max())
-    expected_max = min(size_max, largest) if capacity_capped else size_max
-    expected_min = min(size_min, expected_max)
-    assert (batches["size_max"].astype(int) == expected_max).all(), batches[["size_min", "size_max"]].drop_duplicates()
-    assert (batches["size_min"].astype(int) == expected_min).all()
-    status = batches["group_status"]
-    assert set(status) <= {"ok", "undersized", "no_feasible_count"}
-    ok = status == "ok"
-    assert ((size[ok] >= expected_min) & (size[ok] <= expected_max)).all()
-    # group status is truthful: undersized = one batch of a group smaller than min
-    group_total = size.groupby(batches["group_key"]).transform("sum")
-    group_batches = size.groupby(batches["group_key"]).transform("size")
-    under = status == "undersized"
-    assert ((group_total[under] < expected_min) & (group_batches[under] == 1)).all()
-    assert (group_total[ok | (status == "no_feasible_count")] >= expected_min).all()
-
-    # hard no_mix on (program, academic year, semester): never mixed
-    merged = members[["batch_id", "student_id"]].merge(
-        active[["student_id", "program_id", "academic_year", "semester"]], on="student_id")
-    for column in ("program_id", "academic_year", "semester"):
-        assert (merged.groupby("batch_id")[column].nunique() == 1).all(), column
-    keyed = merged.groupby("batch_id")[["program_id", "academic_year", "semester"]].first()
-    own = batches.set_index("batch_id")[["program_id", "academic_year", "semester"]].loc[keyed.index]
-    assert (own.to_numpy() == keyed.to_numpy()).all()
-
-    # rooms: no (room, shift) twice; capacity_allocated = the room's capacity >= size
-    placed = batches.loc[batches["room_id"] != ""]
-    assert not placed.duplicated(["room_id", "shift_id"]).any()
-    capacity = rooms.set_index("room_id")["capacity"].astype(int)
-    assert (placed["capacity_allocated"].astype(int).to_numpy() == capacity.loc[placed["room_id"]].to_numpy()).all()
-    assert (placed["capacity_allocated"].astype(int) >= placed["student_count"].astype(int)).all()
-    assert (placed["preferred_shift"] == placed["shift_id"]).all()
-    unplaced = batches.loc[batches["room_id"] == ""]
-    assert (unplaced["shift_id"] == "").all() and (unplaced["capacity_allocated"] == "").all()
-    known_shifts = {s[0] for s in SHIFTS} | {"DEFAULT"}
-    assert set(placed["shift_id"]) <= known_shifts
-
-    # batch_course_enrollment: expected_students recounted; ENROLLED iff share >= 0.5
-    recount = demand.merge(members[["student_id", "batch_id"]], on="student_id").groupby(["batch_id", "course_id"]).size()
-    got = courses.set_index(["batch_id", "course_id"])["expected_students"].astype(int)
-    assert recount.sort_index().to_dict() == got.sort_index().to_dict()
-    share = got / batches.set_index("batch_id")["student_count"].astype(int).reindex(got.index.get_level_values(0)).to_numpy()
-    enrolled = courses.set_index(["batch_id", "course_id"])["enrollment_status"] == "ENROLLED"
-    assert ((share >= 0.5) == enrolled).all()
-    return tables
-
-
-def run_pipeline(compose_config, input_dir: Path, out: Path, overrides=()):
-    cfg = compose_config([f"data.input_dir={input_dir}", *BASE_OVERRIDES, *overrides])
-    return process_student_batching(cfg, output_dir=out)
+def bounds_in_force(inst: Institution) -> tuple[int, int]:
+    """The (min, max) every batch must carry: the configured bounds, max capped by the largest
+    room (the default constraint set has a hard ``capacity_limit`` rule, threshold 1)."""
+    largest = max(inst.capacities)
+    size_max = min(inst.size_max, largest)
+    return min(inst.size_min, size_max), size_max
 
 
 def bounds_overrides(inst: Institution) -> list[str]:
@@ -271,8 +186,8 @@ def test_random_institutions_keep_every_invariant(inst: Institution, compose_con
     work = Path(tempfile.mkdtemp(prefix="stage2-prop-"))
     try:
         input_dir = write_institution(inst, work / "in")
-        result = run_pipeline(compose_config, input_dir, work / "out", bounds_overrides(inst))
-        check_invariants(input_dir, work / "out", size_min=inst.size_min, size_max=inst.size_max)
+        result = run_batching(compose_config, input_dir, work / "out", bounds_overrides(inst))
+        assert_outputs_valid(work / "out", input_dir, size_bounds=bounds_in_force(inst))
         assert result.metrics["hard_constraint_violations"] == 0
         n_unplaced = int((result.batches["room_id"].isna()).sum())
         for status in sorted(set(result.batches["group_status"])):
@@ -306,25 +221,53 @@ def one_group_dir(tmp_path_factory) -> Path:
 def test_same_input_config_seed_and_as_of_give_byte_identical_csvs(one_group_dir, compose_config, tmp_path):
     overrides = [*bounds_overrides(ONE_GROUP), "seed=3"]
     for name in ("a", "b"):
-        run_pipeline(compose_config, one_group_dir, tmp_path / name, overrides)
+        run_batching(compose_config, one_group_dir, tmp_path / name, overrides)
     for table in STAGE3_TABLES:
         first, second = (tmp_path / "a" / f"{table}.csv").read_bytes(), (tmp_path / "b" / f"{table}.csv").read_bytes()
         assert first == second, table
-    check_invariants(one_group_dir, tmp_path / "a", size_min=ONE_GROUP.size_min, size_max=ONE_GROUP.size_max)
+    assert_outputs_valid(tmp_path / "a", one_group_dir, size_bounds=bounds_in_force(ONE_GROUP))
 
 
-def test_another_seed_may_differ_but_keeps_every_invariant(one_group_dir, compose_config, tmp_path):
-    tables = {}
+def test_every_seed_keeps_every_invariant_and_the_planned_batch_count(one_group_dir, compose_config, tmp_path):
+    counts = set()
     for seed in (0, 1, 2):
         out = tmp_path / f"seed{seed}"
-        run_pipeline(compose_config, one_group_dir, out, [*bounds_overrides(ONE_GROUP), f"seed={seed}"])
-        tables[seed] = check_invariants(one_group_dir, out, size_min=ONE_GROUP.size_min, size_max=ONE_GROUP.size_max)
-        batches = tables[seed]["student_batches"]
+        run_batching(compose_config, one_group_dir, out, [*bounds_overrides(ONE_GROUP), f"seed={seed}"])
+        batches = assert_outputs_valid(out, one_group_dir, size_bounds=bounds_in_force(ONE_GROUP))["student_batches"]
         assert len(batches) > 1 and batches["group_key"].nunique() == 1  # one group of several batches
+        counts.add(len(batches))
     # the number of batches is planned before clustering, so it never depends on the seed (their
     # exact sizes may: the size model trades deviations from the planned size against course SSE)
-    assert len({len(t["student_batches"]) for t in tables.values()}) == 1
-    memberships = {seed: tuple(sorted(zip(t["batch_student_membership"]["student_id"],
-                                          t["batch_student_membership"]["batch_id"])))
-                   for seed, t in tables.items()}
-    assert all(len(m) == len(memberships[0]) for m in memberships.values())
+    assert len(counts) == 1
+
+
+def _write_equidistant(directory: Path, n_students: int) -> Path:
+    """One group of students who each take a course nobody else takes: every two students are
+    equally far apart, so every partition into batches of equal size has the same course SSE."""
+    directory.mkdir(parents=True)
+    _write(directory / "programs.csv", ["program_id"], [["P1"]])
+    _write(directory / "courses.csv", ["course_id", "course_type"], [[f"C{i:03d}", "ELECTIVE"] for i in range(n_students)])
+    _write(directory / "student_data.csv", ["student_id", "program_id", "academic_year", "semester"],
+           [[f"S{i:03d}", "P1", "2024-25", 1] for i in range(n_students)])
+    _write(directory / "student_course_enrollment.csv", ["student_id", "course_id"],
+           [[f"S{i:03d}", f"C{i:03d}"] for i in range(n_students)])
+    _write(directory / "rooms.csv", ["room_id", "capacity"], [[f"R{i}", 60] for i in range(6)])
+    return directory
+
+
+def test_another_seed_gives_other_batches_where_every_partition_is_optimal(compose_config, tmp_path):
+    """Where every partition is an optimum (equidistant students, equal sizes), the seed alone
+    decides the batches: seeds 0, 1, 2 give three valid batchings of the same cost, pairwise
+    different in membership."""
+    input_dir = _write_equidistant(tmp_path / "in", 60)
+    partitions = {}
+    for seed in (0, 1, 2):
+        out = tmp_path / f"seed{seed}"
+        result = run_batching(compose_config, input_dir, out, ["constraints=minimal", "batch_size.min=15",
+                                                              "batch_size.target=15", "batch_size.max=15", f"seed={seed}"])
+        members = assert_outputs_valid(out, input_dir, size_bounds=(15, 15))["batch_student_membership"]
+        # each batch of 15: 15 courses of one student each, SSE 15 * (1 - 1/15) = 14; 4 batches
+        assert result.metrics["course_sse"] == pytest.approx(4 * 14)
+        partitions[seed] = frozenset(frozenset(g["student_id"]) for _, g in members.groupby("batch_id"))
+        assert len(partitions[seed]) == 4
+    assert partitions[0] != partitions[1] and partitions[0] != partitions[2] and partitions[1] != partitions[2]

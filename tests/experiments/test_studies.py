@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import compose_with_hydra, subprocess_env
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[2]
-CONF_DIR = REPO / "conf"
 EXPERIMENTS = REPO / "experiments"
 
 #: study -> (experiment name, hydra.sweeper.params as written in the config and its README)
@@ -25,18 +24,6 @@ STUDIES = {
     "weight_tradeoff": ("study-weight-tradeoff",
                         {"weights.homogeneity": "0.0,0.1,0.25,0.4,0.55,0.7,0.85,1.0"}),
 }
-
-
-def compose_with_hydra(overrides: list[str]):
-    """The composed configuration including the ``hydra`` node (``load_config`` drops it)."""
-    from hydra import compose, initialize_config_dir
-
-    from stage2.config import register_configs, register_resolvers
-
-    register_configs()
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="stage2"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
 def load_analyze(study: str):
@@ -84,9 +71,31 @@ def test_weight_tradeoff_weights_sum_to_one(compose_config, homogeneity):
     assert settings.deviation_cost == pytest.approx(expected)
 
 
+def job_metrics(uri: str, experiment: str, param: str, metrics: tuple[str, ...]) -> dict[float, tuple[float, ...]]:
+    """``{value of param: (metrics...)}`` of every finished sweep job (child run) in ``experiment``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+    return {float(r.data.params[param]): tuple(r.data.metrics[m] for m in metrics) for r in runs
+            if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"}
+
+
+def pareto_front(points: dict[float, tuple[float, ...]]) -> dict[float, bool]:
+    """Per point: no other point is at least as good in every coordinate and better in one (all maximised)."""
+    def dominates(a, b):
+        return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
+
+    return {key: not any(dominates(other, p) for k, other in points.items() if k != key) for key, p in points.items()}
+
+
+def test_pareto_front_marks_exactly_the_non_dominated_points():
+    points = {0.0: (0.90, 0.99), 0.4: (0.95, 0.90), 0.7: (0.94, 0.85), 1.0: (0.95, 0.80), 0.2: (0.90, 0.99)}
+    assert pareto_front(points) == {0.0: True, 0.4: True, 0.7: False, 1.0: False, 0.2: True}  # ties dominate nobody
+
+
 def run_sweep(cwd: Path, uri: str, study: str, *overrides: str) -> None:
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = subprocess_env()
     cmd = [sys.executable, "-m", "stage2", "-m", f"+experiment={study}", *overrides,
            f"tracking.uri={uri}", f"hydra.sweep.dir={cwd / 'multirun' / study}"]
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=110)
@@ -107,7 +116,11 @@ def test_tiny_sweeps_are_analysed_from_mlflow(tmp_path, make_institution_dir, ca
     assert [row[0] for row in rows] == ["0.4", "1"]
     assert [row[1] for row in rows] == ["0.3", "0"]          # balance = size = (1 - h) / 2
     assert rows[-1][3] == "0"                                 # λ = 0 when homogeneity is 1
-    assert any(row[-1] == "●" for row in rows)               # at least one non-dominated point
+    # ● marks exactly the jobs no other job beats on both coherence and size balance (recomputed
+    # from the jobs' metrics in the store, at full precision)
+    points = job_metrics(uri, "study-weight-tradeoff", "weights.homogeneity", ("academic_coherence", "size_balance"))
+    assert sorted(points) == [0.4, 1.0]
+    assert {float(row[0]): row[-1] == "●" for row in rows} == pareto_front(points)
     assert (out / "weight_tradeoff.png").stat().st_size > 1000
     assert "| 0.4 |" in capsys.readouterr().out              # the table is printed too
 

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import assert_outputs_valid
 
 from stage2.reporting import audit
 
@@ -21,7 +22,8 @@ def rewrite(path, change):
     frame.to_csv(path, index=False)
 
 
-def test_a_pipeline_run_passes_every_check(pipeline_run, inputs):
+def test_a_pipeline_run_passes_every_check(pipeline_run, reporting_input_dir, inputs):
+    assert_outputs_valid(pipeline_run, reporting_input_dir)  # the run is sound, by the tests' own reading
     run = audit.load_run(pipeline_run)
     assert audit.integrity_failures(run, inputs) == []
     checks = audit.assert_integrity(run, inputs)

@@ -30,8 +30,15 @@ def test_template_is_stored_clean_and_parameterised():
 
 def test_audit_failed_is_a_stage2_error_with_its_fix():
     assert issubclass(AuditFailed, Stage2Error)
-    assert "AUDIT_FAILED" in ERROR_CODES
-    assert AuditFailed("x").code == "AUDIT_FAILED"
+    error = AuditFailed("the audit notebook failed in Integrity: AssertionError: x")
+    assert error.code == "AUDIT_FAILED" and error.exit_code == 1  # README: exit 1, AUDIT_FAILED
+    # the fix says what to do: open the partial notebook; rerun stage2 if the run's files were
+    # changed since; otherwise report a bug
+    fix = error.fix
+    assert fix == ERROR_CODES["AUDIT_FAILED"]
+    for advice in ("open the partially executed notebook", "integrity check", "rerun stage2", "report it"):
+        assert advice in fix, advice
+    assert str(error).endswith(f" Fix: {fix}.") and error.to_dict()["fix"] == fix
 
 
 @pytest.mark.slow
@@ -87,8 +94,10 @@ def test_tampered_membership_fails_naming_the_student(run_copy):
     assert (run_copy / "audit_report.ipynb").is_file()
     assert not (run_copy / "audit_report.html").exists()
     assert failure.value.details["ename"] == "AssertionError"
+    assert message.endswith(f" Fix: {ERROR_CODES['AUDIT_FAILED']}.")  # and what to do about it
 
 
 def test_a_directory_that_is_no_run_fails_before_starting_a_kernel(tmp_path):
-    with pytest.raises(AuditFailed, match="quality_report.json"):
+    with pytest.raises(AuditFailed, match="quality_report.json") as failure:
         run_audit_notebook(tmp_path)
+    assert failure.value.fix == ERROR_CODES["AUDIT_FAILED"] and "Fix: open the partially" in str(failure.value)

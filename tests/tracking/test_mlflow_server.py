@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -46,71 +47,79 @@ def http(base: str, path: str, *, params: dict | None = None, body: dict | None 
     return json.loads(text) if text.strip().startswith("{") else {"text": text}
 
 
+# Process listings. A listing that cannot be made fails the test: a check of "no survivors" on an
+# empty listing would pass without checking anything. Only a process that ends while it is being
+# read (its /proc entry gone) is skipped.
+GONE = (FileNotFoundError, ProcessLookupError)
+
+
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, process group) of ``pid`` from /proc, ``None`` once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except GONE:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def all_pids() -> list[int]:
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    assert os.getpid() in pids, "/proc does not list this process: no process listing"
+    return pids
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group, from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            members.append(int(entry.name))
-    return members
+    stats = {pid: proc_stat(pid) for pid in all_pids()}
+    return [pid for pid, stat in stats.items() if stat and stat[2] == pgid and stat[0] != "Z"]
 
 
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+    except GONE:
         return ""
 
 
-def descendants(pid: int) -> list[tuple[int, float]]:
-    """(pid, create_time) of every descendant, with psutil when installed, else from /proc."""
+def process_tree_from_proc(pid: int) -> list[int]:
+    """``pid`` and every descendant, from /proc."""
+    stats = {p: proc_stat(p) for p in all_pids()}
+    assert stats.get(pid), f"process {pid} is not running"
+    children: dict[int, list[int]] = {}
+    for p, stat in stats.items():
+        if stat:
+            children.setdefault(stat[1], []).append(p)
+    found, frontier = [pid], [pid]
+    while frontier:
+        kids = children.get(frontier.pop(), [])
+        found += kids
+        frontier += kids
+    return found
+
+
+def process_tree(pid: int) -> list[tuple[int, float]]:
+    """(pid, create_time) of ``pid`` and every descendant: with psutil when installed (raises if
+    ``pid`` is gone), else from /proc (create_time 0)."""
     try:
         import psutil
-
-        return [(p.pid, p.create_time()) for p in psutil.Process(pid).children(recursive=True)]
     except ImportError:
-        parents: dict[int, int] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-        found, frontier = [], [pid]
-        while frontier:
-            current = frontier.pop()
-            children = [p for p, pp in parents.items() if pp == current]
-            found.extend(children)
-            frontier.extend(children)
-        return [(p, 0.0) for p in found]
-    except Exception:
-        return []
+        return [(p, 0.0) for p in process_tree_from_proc(pid)]
+    root = psutil.Process(pid)
+    return [(p.pid, p.create_time()) for p in [root, *root.children(recursive=True)]]
 
 
 def alive(pid: int, created: float) -> bool:
     try:
         import psutil
-
-        try:
-            proc = psutil.Process(pid)
-            return proc.status() != psutil.STATUS_ZOMBIE and (not created or abs(proc.create_time() - created) < 1e-3)
-        except psutil.NoSuchProcess:
-            return False
     except ImportError:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+        stat = proc_stat(pid)
+        return stat is not None and stat[0] != "Z"
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and (not created or abs(proc.create_time() - created) < 1e-3)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def group_exists(pgid: int) -> bool:
@@ -124,12 +133,14 @@ def group_exists(pgid: int) -> bool:
 
 
 def wait_group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until no process of the group is left (signals only: stopping must not depend on a
+    process listing, so that a failing listing still leaves nothing running)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not group_exists(pgid) and not group_members(pgid):
+        if not group_exists(pgid):
             return True
         time.sleep(0.2)
-    return not group_exists(pgid) and not group_members(pgid)
+    return not group_exists(pgid)
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -167,8 +178,7 @@ def test_run_is_served_by_mlflow_server_and_the_server_stops_cleanly(tmp_path, m
 
     port = free_port()
     base = f"http://{HOST}:{port}"
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", HOST, "--port", str(port),
@@ -192,7 +202,12 @@ def test_run_is_served_by_mlflow_server_and_the_server_stops_cleanly(tmp_path, m
                 break
             time.sleep(0.5)
         assert healthy, f"mlflow server not healthy (exit {proc.poll()}):\n" + (tmp_path / "server.log").read_text()[-3000:]
-        spawned = descendants(proc.pid)
+        spawned = process_tree(proc.pid)
+        # the listings really see the running server: otherwise "no survivors" below proves nothing
+        listed = [pid for pid, _ in spawned]
+        assert proc.pid in listed and "mlflow" in cmdline(proc.pid), (listed, cmdline(proc.pid))
+        assert proc.pid in process_tree_from_proc(proc.pid)
+        assert proc.pid in group_members(pgid), group_members(pgid)
 
         experiment = http(base, "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": EXPERIMENT})
         experiment_id = experiment["experiment"]["experiment_id"]

@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import pytest
+from conftest import compose_with_hydra
 
 from stage2.tracking.hydra_callback import MLflowSweepCallback, filter_overrides, swept_keys
 from stage2.tracking.mlflow_tracking import PARENT_RUN_ENV, PARENT_URI_ENV, tracking_run
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-@pytest.fixture
-def clean_env():
-    saved = {name: os.environ.get(name) for name in (PARENT_RUN_ENV, PARENT_URI_ENV, "MLFLOW_TRACKING_URI")}
-    for name in saved:
-        os.environ.pop(name, None)
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 def job(uri: str | None, experiment: str, coherence: float) -> str:
@@ -71,15 +56,9 @@ def test_without_a_parent_nothing_changes(clean_env, mlflow_uri):
 def sweep_config(overrides: list[str], sweep: tuple[str, ...] = ()):
     """The configuration ``on_multirun_start`` gets: composed with the hydra node, the sweep
     overrides (which the compose API refuses) added to ``hydra.overrides.task``."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import open_dict, read_write
 
-    from stage2.config import register_configs, register_resolvers
-
-    register_configs()
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="stage2"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    cfg = compose_with_hydra(overrides)
     with read_write(cfg), open_dict(cfg):
         cfg.hydra.overrides.task.extend(sweep)
     return cfg
