@@ -151,6 +151,8 @@ SPECS: dict[str, TableSpec] = {
         ),
     )
 }
+#: every file name the contract knows (what an upload to the service may be called)
+CONTRACT_FILES: tuple[str, ...] = (*SPECS, *PASSTHROUGH_KEYS)
 
 _Coercer = Callable[..., tuple[pd.Series, list[ValidationIssue]]]
 
