@@ -60,11 +60,14 @@ def make_institution_dir(tmp_path_factory):
 
     cache: dict[tuple, Path] = {}
 
-    def make(n_students: int, seed: int = 0, *, n_groups: str = "many", profile: str = "university", **write_options) -> Path:
+    def make(
+        n_students: int, seed: int = 0, *, n_groups: str = "many", profile: str = "university", **write_options
+    ) -> Path:
         key = (n_students, seed, n_groups, profile, tuple(sorted(write_options.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp(f"inst-{n_students}-{seed}")
-            write_institution(out, make_institution(n_students, seed=seed, profile=profile, n_groups=n_groups), **write_options)
+            write_institution(out, make_institution(n_students, seed=seed, profile=profile, n_groups=n_groups),
+                              **write_options)
             cache[key] = out
         return cache[key]
 
@@ -462,7 +465,9 @@ def _check_rules_match_their_sources(rules: Sequence[Mapping[str, Any]], report:
             assert float(spec["threshold"]) == float(rule["threshold"]), (rule, spec)
 
 
-def assert_outputs_valid(out: Path, input_dir: Path | None = None, *, size_bounds: tuple[int, int] | None = None) -> dict[str, pd.DataFrame]:
+def assert_outputs_valid(
+    out: Path, input_dir: Path | None = None, *, size_bounds: tuple[int, int] | None = None
+) -> dict[str, pd.DataFrame]:
     """Assert every invariant of the data contract on a run's output files, re-derived from the
     output CSVs and the input CSVs alone, and recompute the quality measures.
 
@@ -526,12 +531,14 @@ def assert_outputs_valid(out: Path, input_dir: Path | None = None, *, size_bound
     # --- hard no_mix fields: members share their values; a mixable group = one value tuple
     rules = report["rules"]
     _check_rules_match_their_sources(rules, report, input_dir)
-    hard_fields = list(dict.fromkeys(r["field_name"] for r in rules if r["level"] == "hard" and r["rule_type"] == "no_mix"
+    hard_fields = list(dict.fromkeys(r["field_name"] for r in rules
+                                     if r["level"] == "hard" and r["rule_type"] == "no_mix"
                                      and r["entity_type"] in GLOBAL_SCOPES))
     members = membership[["batch_id", "student_id", "program_id", "academic_year"]].merge(
         students, on="student_id", how="left", suffixes=("_out", ""), validate="one_to_one")
     assert (members["program_id_out"] == members["program_id"]).all(), "membership.program_id is not the student's"
-    assert (members["academic_year_out"] == members["academic_year"]).all(), "membership.academic_year is not the student's"
+    assert (members["academic_year_out"] == members["academic_year"]).all(), \
+        "membership.academic_year is not the student's"
     for field in hard_fields:
         values = members[field] if field in members else pd.Series("", index=members.index)
         assert (values.groupby(members["batch_id"]).nunique(dropna=False) == 1).all(), f"hard no_mix {field!r} mixed"
@@ -561,7 +568,8 @@ def assert_outputs_valid(out: Path, input_dir: Path | None = None, *, size_bound
     assert (spread[sorted(set(group_of_batch[infeasible.to_numpy()]))] <= 1).all(), "no_feasible_count: equal sizes"
 
     # --- batch codes: <group>-B<nn>, numbered within the group by each batch's first student in input order
-    numbered = batches.assign(group=group_of_batch, first_row=first["input_row"].reindex(batches["batch_id"]).to_numpy())
+    numbered = batches.assign(group=group_of_batch,
+                              first_row=first["input_row"].reindex(batches["batch_id"]).to_numpy())
     for _, group in numbered.sort_values("first_row").groupby("group", sort=False):
         assert group["batch_code"].str.extract(r"-B(\d+)$")[0].astype(int).tolist() == list(range(1, len(group) + 1)), \
             group["batch_code"].tolist()
@@ -605,7 +613,8 @@ def assert_outputs_valid(out: Path, input_dir: Path | None = None, *, size_bound
     course_type = enum(course["course_type"]).replace("", "CORE") if "course_type" in course else pd.Series(
         "CORE", index=course.index)
     assert (courses["is_mandatory"].str.lower().to_numpy() == np.where(course_type == "CORE", "true", "false")).all()
-    assert (courses["priority_level"].astype(int).to_numpy() == course_type.map(PRIORITY_LEVEL).fillna(4).to_numpy()).all()
+    assert (courses["priority_level"].astype(int).to_numpy()
+            == course_type.map(PRIORITY_LEVEL).fillna(4).to_numpy()).all()
     for out_column, in_column in (("credits_allocated", "credits"), ("credit_hours", "credits"),
                                   ("sessions_per_week", "max_sessions_per_week"), ("course_name", "course_name")):
         if in_column in course:
@@ -618,7 +627,8 @@ def assert_outputs_valid(out: Path, input_dir: Path | None = None, *, size_bound
     has_room = capacity != ""
     assert (courses["capacity_utilization"].to_numpy()[~has_room] == "").all()
     utilisation = courses["expected_students"].astype(float).to_numpy()[has_room] / capacity[has_room].astype(float)
-    assert np.allclose(courses["capacity_utilization"].to_numpy()[has_room].astype(float), utilisation, atol=5e-5 + 1e-12)
+    assert np.allclose(courses["capacity_utilization"].to_numpy()[has_room].astype(float), utilisation,
+                       atol=5e-5 + 1e-12)
 
     # --- the quality measures, recomputed and compared with quality_report.json
     members["preferred_shift_id"] = resolve_preferred_shifts(

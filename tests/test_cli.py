@@ -87,7 +87,8 @@ def test_the_package_imports_the_pipeline_only_when_asked():
     """``python -m stage2`` imports the package first; the entrypoint keeps the garbage
     collector off while the heavy libraries load, which works only if the package itself
     loads none of them."""
-    code = ("import sys, gc, stage2; heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'numba', 'pandera'}); "
+    code = ("import sys, gc, stage2; "
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'numba', 'pandera'}); "
             "print(heavy, gc.isenabled(), stage2.process_student_batching.__module__, 'pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["[]", "True", "stage2.pipeline", "True"]

@@ -66,7 +66,8 @@ def test_balanced_is_no_worse_than_kmeans_plus_repair_on_noisy_tracks():
     features, _ = planted(60, 5, noise=0.08, seed=1)
     sizes = balanced_sizes(len(features), 8)
     problem = BatchingProblem(features, sizes, seed=0)
-    sse = {n: within_batch_sse(features, make_batcher({"name": n}).fit_predict(problem), 8) for n in ("balanced", "kmeans")}
+    sse = {n: within_batch_sse(features, make_batcher({"name": n}).fit_predict(problem), 8)
+           for n in ("balanced", "kmeans")}
     assert sse["balanced"] <= sse["kmeans"] * 1.001
 
 
@@ -81,7 +82,7 @@ def test_single_batch_and_identical_students():
 
 def test_assign_exact_matches_brute_force_assignment():
     rng = np.random.default_rng(0)
-    for trial in range(5):
+    for _ in range(5):
         points = rng.random((7, 3))
         counts = rng.integers(1, 4, size=7)
         centroids = rng.random((3, 3))
@@ -170,7 +171,8 @@ def test_lloyd_rounds_never_raise_the_objective_and_keep_sizes_admissible():
 def test_labels_to_flows_inverts_flows_to_labels():
     features, sizes = _flexible_problem()
     data = collapse(features)
-    flows = assign_exact(data.points, data.counts, initial_centroids(data.points, data.counts, sizes.n_batches, 1), sizes)
+    flows = assign_exact(data.points, data.counts,
+                         initial_centroids(data.points, data.counts, sizes.n_batches, 1), sizes)
     labels = flows_to_labels(flows, data.inverse)
     assert np.array_equal(labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches), flows)
 

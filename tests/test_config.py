@@ -72,7 +72,8 @@ def test_bounds_out_of_order_raise_batch_size_bounds_violated(compose_config, ov
 
 
 def test_recommended_ranges_only_warn(compose_config):
-    settings = build_settings(compose_config(["batch_size.min=5", "batch_size.target=20", "batch_size.max=100", "data.input_dir=/x"]))
+    settings = build_settings(compose_config(["batch_size.min=5", "batch_size.target=20", "batch_size.max=100",
+                                              "data.input_dir=/x"]))
     assert any("batch_size.min=5" in w for w in settings.warnings)
     assert any("batch_size.max=100" in w for w in settings.warnings)
 
@@ -117,8 +118,10 @@ def _eav_data(values: list[dict], students: pd.DataFrame | None = None) -> Simpl
             frame[column] = None
     if students is None:
         students = pd.DataFrame({"student_id": ["s1"], "program_id": ["CSE"], "academic_year": ["2024-25"],
-                                 "semester": [1], "cgpa": [7.5], "preferred_shift": [None], "preferred_languages": [()]})
-    return SimpleNamespace(entity_parameter_values=frame, dynamic_parameters=params, students=students, input_dir="inst")
+                                 "semester": [1], "cgpa": [7.5], "preferred_shift": [None],
+                                 "preferred_languages": [()]})
+    return SimpleNamespace(entity_parameter_values=frame, dynamic_parameters=params, students=students,
+                           input_dir="inst")
 
 
 def test_eav_overrides_bounds_per_program_and_institution(compose_config):
@@ -136,7 +139,8 @@ def test_eav_overrides_bounds_per_program_and_institution(compose_config):
 def test_eav_rule_scoped_to_program_and_out_of_force_values_ignored(compose_config):
     """A PROGRAM-scoped EAV cgpa_spread replaces the YAML cgpa_spread for CSE only; values
     outside their effective window change nothing."""
-    rule = json.dumps({"field_name": "cgpa", "rule_type": "max_variance", "constraint_level": "soft", "weight": 4, "threshold": 0.5})
+    rule = json.dumps({"field_name": "cgpa", "rule_type": "max_variance", "constraint_level": "soft", "weight": 4,
+                       "threshold": 0.5})
     data = _eav_data([
         {"entity_type": "PROGRAM", "entity_id": "CSE", "parameter_id": "P3", "json_value": rule, "value_id": "v-cse"},
         {"entity_type": "INSTITUTION", "entity_id": "I1", "parameter_id": "P1", "integer_value": 50,
@@ -171,7 +175,8 @@ def test_eav_bad_values_are_configuration_errors(compose_config):
         build_settings(compose_config(["data.input_dir=/x"]), data)
     assert info.value.code == "WEIGHT_NORMALIZATION_FAILED"
     bad_rule = _eav_data([{"entity_type": "PROGRAM", "entity_id": "CSE", "parameter_id": "P3",
-                           "json_value": json.dumps({"field_name": "cgpa", "rule_type": "max_variance", "weight": 12})}])
+                           "json_value": json.dumps({"field_name": "cgpa", "rule_type": "max_variance",
+                                                     "weight": 12})}])
     with pytest.raises(ConfigurationError) as info:
         build_settings(compose_config(["data.input_dir=/x"]), bad_rule)
     assert info.value.code == "INVALID_CONSTRAINT_RULE" and "entity_parameter_values.csv, row 2" in str(info.value)
@@ -188,5 +193,6 @@ def test_eav_bad_date_is_an_input_error(compose_config):
 def test_rule_field_must_be_a_student_column(compose_config):
     data = _eav_data([])
     with pytest.raises(ConfigurationError) as info:
-        build_settings(compose_config(["data.input_dir=/x", "+constraints.rules.x={field_name: gender, rule_type: homogeneous}"]), data)
+        build_settings(compose_config(["data.input_dir=/x",
+                                       "+constraints.rules.x={field_name: gender, rule_type: homogeneous}"]), data)
     assert "'gender' is not a column of student_data.csv" in str(info.value)

@@ -31,8 +31,8 @@ def demo_run(make_institution_dir, mlflow_uri, tmp_path_factory):
 
     input_dir = make_institution_dir(800, seed=5)
     out = tmp_path_factory.mktemp("demo-run")
-    cfg = load_config([f"data.input_dir={input_dir}", f"tracking.uri={mlflow_uri}", "tracking.experiment_name=pipeline-tests",
-                       "as_of=2025-08-01T00:00:00"])
+    cfg = load_config([f"data.input_dir={input_dir}", f"tracking.uri={mlflow_uri}",
+                       "tracking.experiment_name=pipeline-tests", "as_of=2025-08-01T00:00:00"])
     return input_dir, out, process_student_batching(cfg, output_dir=out)
 
 
@@ -118,7 +118,8 @@ def test_every_algorithm_runs_end_to_end(make_institution_dir, compose_config, t
 
 
 def test_list_column_semicolon_bom_export(make_institution_dir, compose_config, tmp_path):
-    input_dir = make_institution_dir(300, seed=4, profile="college", delimiter=";", bom=True, enrollment_format="list_column")
+    input_dir = make_institution_dir(300, seed=4, profile="college", delimiter=";", bom=True,
+                                     enrollment_format="list_column")
     assert not (input_dir / "student_course_enrollment.csv").exists()
     result = run_batching(compose_config, input_dir, tmp_path)
     assert_outputs_valid(tmp_path, input_dir)
@@ -141,7 +142,8 @@ def test_bad_input_raises_and_leaves_no_csv(make_institution_dir, compose_config
 def test_impossible_configuration_raises_before_reading_data(compose_config, tmp_path):
     with pytest.raises(ConfigurationError) as info:
         process_student_batching(
-            compose_config(["data.input_dir=/does/not/exist", "tracking.enabled=false", "report.notebook=false", "batch_size.min=70"]),
+            compose_config(["data.input_dir=/does/not/exist", "tracking.enabled=false", "report.notebook=false",
+                            "batch_size.min=70"]),
             output_dir=tmp_path,
         )
     assert info.value.code == "BATCH_SIZE_BOUNDS_VIOLATED"
@@ -189,8 +191,9 @@ def _with_enrollment_of_term(source, target, academic_year):
     student = students.loc[students["is_active"] == "true"].iloc[0]
     courses = pd.read_csv(target / "courses.csv", dtype=str, keep_default_na=False)
     _append_rows(target / "courses.csv", [["HIST-101" if c == "course_id" else "History" if c == "course_name" else
-                                           "CORE" if c == "course_type" else "3" if c in ("credits", "max_sessions_per_week")
-                                           else "" for c in courses.columns]])
+                                           "CORE" if c == "course_type" else
+                                           "3" if c in ("credits", "max_sessions_per_week") else
+                                           "" for c in courses.columns]])
     header = pd.read_csv(target / "student_course_enrollment.csv", dtype=str, nrows=0).columns
     values = {"student_id": student["student_id"], "course_id": "HIST-101", "academic_year": academic_year,
               "semester": student["semester"], "is_mandatory": "true", "enrollment_date": "2020-01-01"}
@@ -241,7 +244,8 @@ def test_prerequisite_violations_are_reported_and_recomputed(demo_run):
     assert reported == int(current["course_id"].isin(set(mandatory["course_id"])).sum())
 
 
-SOFT_SHIFT_NO_MIX = "+constraints.rules.shift_mix={field_name: preferred_shift, rule_type: no_mix, weight: 1, threshold: 0.5}"
+SOFT_SHIFT_NO_MIX = ("+constraints.rules.shift_mix="
+                     "{field_name: preferred_shift, rule_type: no_mix, weight: 1, threshold: 0.5}")
 
 
 def test_soft_no_mix_counts_the_members_with_a_value(make_institution_dir, compose_config, tmp_path):

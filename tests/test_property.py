@@ -121,11 +121,12 @@ def write_institution(inst: Institution, directory: Path) -> Path:
     # each (programme, semester) group has its own core set; students add random electives
     core = {
         (p, s): list(rng.choice(course_ids, size=inst.courses_per_group, replace=False))
-        for p, sems in zip(programs, inst.semesters) for s in sems
+        for p, sems in zip(programs, inst.semesters, strict=True) for s in sems
     }
     shifts = SHIFTS[: inst.n_shifts]
     if shifts:
-        _write(directory / "shifts.csv", ["shift_id", "shift_code", "shift_name", "shift_type"], [list(s) for s in shifts])
+        _write(directory / "shifts.csv", ["shift_id", "shift_code", "shift_name", "shift_type"],
+               [list(s) for s in shifts])
     students, enrollments = [], []
     for i in range(inst.n_students):
         sid = f"S{i + 1:04d}"
@@ -173,14 +174,16 @@ def bounds_in_force(inst: Institution) -> tuple[int, int]:
 
 
 def bounds_overrides(inst: Institution) -> list[str]:
-    return [f"batch_size.min={inst.size_min}", f"batch_size.target={inst.size_target}", f"batch_size.max={inst.size_max}"]
+    return [f"batch_size.min={inst.size_min}", f"batch_size.target={inst.size_target}",
+            f"batch_size.max={inst.size_max}"]
 
 
 # ------------------------------------------------------------------------------------------
 # properties
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(inst=institutions())
 def test_random_institutions_keep_every_invariant(inst: Institution, compose_config) -> None:
     work = Path(tempfile.mkdtemp(prefix="stage2-prop-"))
@@ -246,7 +249,8 @@ def _write_equidistant(directory: Path, n_students: int) -> Path:
     equally far apart, so every partition into batches of equal size has the same course SSE."""
     directory.mkdir(parents=True)
     _write(directory / "programs.csv", ["program_id"], [["P1"]])
-    _write(directory / "courses.csv", ["course_id", "course_type"], [[f"C{i:03d}", "ELECTIVE"] for i in range(n_students)])
+    _write(directory / "courses.csv", ["course_id", "course_type"],
+           [[f"C{i:03d}", "ELECTIVE"] for i in range(n_students)])
     _write(directory / "student_data.csv", ["student_id", "program_id", "academic_year", "semester"],
            [[f"S{i:03d}", "P1", "2024-25", 1] for i in range(n_students)])
     _write(directory / "student_course_enrollment.csv", ["student_id", "course_id"],
@@ -264,7 +268,8 @@ def test_another_seed_gives_other_batches_where_every_partition_is_optimal(compo
     for seed in (0, 1, 2):
         out = tmp_path / f"seed{seed}"
         result = run_batching(compose_config, input_dir, out, ["constraints=minimal", "batch_size.min=15",
-                                                              "batch_size.target=15", "batch_size.max=15", f"seed={seed}"])
+                                                              "batch_size.target=15", "batch_size.max=15",
+                                                              f"seed={seed}"])
         members = assert_outputs_valid(out, input_dir, size_bounds=(15, 15))["batch_student_membership"]
         # each batch of 15: 15 courses of one student each, SSE 15 * (1 - 1/15) = 14; 4 batches
         assert result.metrics["course_sse"] == pytest.approx(4 * 14)

@@ -73,7 +73,8 @@ def test_dense_assignment_reaches_the_optimum_of_random_cases():
         # random tie-breaking keeps the optimum of the original costs
         tied_costs, tied_slots, _ = tie_broken(costs, slots, int(counts.sum()), 16)
         start = np.zeros(costs.shape[1], dtype=np.int64)
-        assert solution_cost(costs, dense_assignment(tied_costs, counts, lower, tied_slots, start)[0], lower, slots) == optimum
+        assert solution_cost(costs, dense_assignment(tied_costs, counts, lower, tied_slots, start)[0],
+                             lower, slots) == optimum
         # any starting prices give the optimum
         start = rng.integers(-50_000, 50_000, size=costs.shape[1])
         assert solution_cost(costs, dense_assignment(costs, counts, lower, slots, start)[0], lower, slots) == optimum
@@ -99,7 +100,8 @@ def test_flexible_sizes_use_the_convex_penalty(deviation_cost):
     costs = np.array([[0, 10_000, 10_000]] * 3, dtype=np.int64)
     counts = np.array([30, 30, 30])
     model = SizeModel(np.array([30, 30, 30]), 20, 50, deviation_cost)
-    flows, _ = dense_assignment(costs, counts, np.full(3, 20, dtype=np.int64), _slot_costs(model), np.zeros(3, dtype=np.int64))
+    flows, _ = dense_assignment(costs, counts, np.full(3, 20, dtype=np.int64), _slot_costs(model),
+                                np.zeros(3, dtype=np.int64))
     sizes = flows.sum(axis=0)
     if deviation_cost == 0:
         assert sizes[0] == 50

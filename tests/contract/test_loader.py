@@ -162,7 +162,8 @@ def test_enrollments_from_enrolled_courses_column(tmp_path: Path) -> None:
 
 
 def test_both_enrollment_sources_use_the_file_and_warn(tmp_path: Path) -> None:
-    students = "student_id,program_id,academic_year,enrolled_courses\nS1,P1,2024-25,C3\nS2,P1,2024-25,C3\nS3,P2,2024-25,C3\n"
+    students = ("student_id,program_id,academic_year,enrolled_courses\n"
+                "S1,P1,2024-25,C3\nS2,P1,2024-25,C3\nS3,P2,2024-25,C3\n")
     data = load(tmp_path, student_data_csv=students)
     assert data.enrollments["course_id"].tolist() == ["C1", "C2", "C1", "C3"]
     assert any("enrolled_courses" in w and "student_course_enrollment.csv" in w for w in data.warnings)
@@ -368,7 +369,8 @@ def test_dangling_preferred_shift(tmp_path: Path) -> None:
 
 def test_dangling_prerequisite(tmp_path: Path) -> None:
     error = problems(tmp_path, course_prerequisites_csv="course_id,prerequisite_course_id\nC2,C1\nC3,C8\n")
-    assert_names(only(error, "DANGLING_REFERENCE")[0], "course_prerequisites.csv", row=3, column="prerequisite_course_id")
+    assert_names(only(error, "DANGLING_REFERENCE")[0], "course_prerequisites.csv", row=3,
+                 column="prerequisite_course_id")
 
 
 def test_dangling_parameter(tmp_path: Path) -> None:

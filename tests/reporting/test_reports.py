@@ -24,7 +24,7 @@ def test_every_format_writes_its_file(run_copy, capsys):
         assert "academic_coherence" in output and "constraint_satisfaction_rate" in output
         assert f"Groups: {len(report['groups'])}" in output
         assert f"Warnings: {len(report['warnings'])}" in output
-        for name, verdict in report["thresholds"].items():
+        for name in report["thresholds"]:
             assert name in output
         assert ("pass" if report["thresholds"]["academic_coherence"]["passed"] else "FAIL") in output
     assert "\x1b[" not in text  # plain text

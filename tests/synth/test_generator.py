@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stage2.synth import TABLES, make_institution, write_institution
 from stage2.contract import csvio
+from stage2.synth import TABLES, make_institution, write_institution
 from stage2.synth.__main__ import main as cli_main
 
 N = 2000
@@ -317,7 +317,7 @@ def test_eav_parameters_and_overrides(written):
         assert parameters.loc[code, "data_type"] == "json"
 
     values = read(written, "entity_parameter_values")
-    code_of = dict(zip(parameters["parameter_id"], parameters.index))
+    code_of = dict(zip(parameters["parameter_id"], parameters.index, strict=True))
     values["code"] = values["parameter_id"].map(code_of)
     target = values[values["code"] == "batch_size.target"]
     assert len(target) == 1 and target["entity_type"].iloc[0] == "PROGRAM"

@@ -201,7 +201,8 @@ def test_run_is_served_by_mlflow_server_and_the_server_stops_cleanly(tmp_path, m
             if healthy:
                 break
             time.sleep(0.5)
-        assert healthy, f"mlflow server not healthy (exit {proc.poll()}):\n" + (tmp_path / "server.log").read_text()[-3000:]
+        assert healthy, (f"mlflow server not healthy (exit {proc.poll()}):\n"
+                         + (tmp_path / "server.log").read_text()[-3000:])
         spawned = process_tree(proc.pid)
         # the listings really see the running server: otherwise "no survivors" below proves nothing
         listed = [pid for pid, _ in spawned]
