@@ -71,7 +71,7 @@ def plot(stats: pd.DataFrame, path: Path) -> None:
 
     shown = ["academic_coherence", "course_sse_per_student", "size_balance", "runtime_s.clustering"]
     fig, axes = plt.subplots(1, len(shown), figsize=(12, 3.2))
-    for ax, metric in zip(axes, shown):  # dots with error bars: the differences are small
+    for ax, metric in zip(axes, shown, strict=True):  # dots with error bars: the differences are small
         ax.errorbar(stats.index, stats[(metric, "mean")], yerr=stats[(metric, "std")].fillna(0),
                     fmt="o", capsize=4)
         ax.set_title(METRICS[metric][0])

@@ -110,7 +110,7 @@ def synthetic_instance(n: int, k: int, seed: int, pool: int = 240) -> Instance:
 # --------------------------------------------------------------------------- ITC 2019
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def itc_students(name: str) -> dict[str, tuple[str, ...]]:
     """``student id -> sorted course ids`` of one ITC 2019 file (streamed; files start with a BOM,
     which the XML parser accepts in binary mode)."""

@@ -50,10 +50,12 @@ def main(seeds: range = range(10)) -> None:
                     else:
                         sizes = SizeModel.exact(inst.batch_sizes.copy())
                     batcher = make_batcher({"name": "balanced", "n_init": n_init})
-                    labels = to_planned_order(batcher.fit_predict(BatchingProblem(inst.features, sizes, seed)), inst.batch_sizes)
+                    labels = to_planned_order(batcher.fit_predict(BatchingProblem(inst.features, sizes, seed)),
+                                              inst.batch_sizes)
                     assert np.array_equal(np.bincount(labels, minlength=inst.k), inst.batch_sizes)
                     opt = optimum[inst.id]
-                    gaps.append(max(0.0, (within_batch_sse(inst.features, labels, inst.k) - opt) / opt) if opt > 0 else 0.0)
+                    gaps.append(max(0.0, (within_batch_sse(inst.features, labels, inst.k) - opt) / opt)
+                                if opt > 0 else 0.0)
             g = np.array(gaps)
             print(f"balanced n_init={n_init:2d}, {variant:14s}: optimal {100 * np.mean(g <= 1e-9):5.1f} % of "
                   f"{g.size} runs, mean gap {100 * g.mean():.3f} %, worst {100 * g.max():.2f} %")

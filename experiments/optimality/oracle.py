@@ -274,12 +274,13 @@ def milp_min_sse(
         )
     # RLT: Σ_{j≠i} z_{ij,b} − (s_b − 1) y_ib = 0
     pairs_of = [[] for _ in range(n)]
-    for p, (i, j) in enumerate(zip(pi.tolist(), pj.tolist())):
+    for p, (i, j) in enumerate(zip(pi.tolist(), pj.tolist(), strict=True)):
         pairs_of[i].append(p)
         pairs_of[j].append(p)
     for i in range(n):
         for b in range(k):
-            add(np.concatenate([z(pairs_of[i], b), [y(i, b)]]), np.r_[np.ones(len(pairs_of[i])), -(sizes[b] - 1)], 0.0, 0.0)
+            add(np.concatenate([z(pairs_of[i], b), [y(i, b)]]), np.r_[np.ones(len(pairs_of[i])), -(sizes[b] - 1)],
+                0.0, 0.0)
     if symmetry_breaking:
         # equal-size batches b−1, b ordered by their lowest student: y_ib ≤ Σ_{j<i} y_{j,b−1}
         for b in range(1, k):
@@ -292,8 +293,9 @@ def milp_min_sse(
         inverse = inverse.reshape(-1)
         for cls in np.unique(inverse):
             members = np.flatnonzero(inverse == cls)
-            for i, j in zip(members[:-1], members[1:]):
-                add(np.concatenate([y(i, np.arange(k)), y(j, np.arange(k))]), np.r_[np.arange(k), -np.arange(k)], -np.inf, 0.0)
+            for i, j in zip(members[:-1], members[1:], strict=True):
+                add(np.concatenate([y(i, np.arange(k)), y(j, np.arange(k))]), np.r_[np.arange(k), -np.arange(k)],
+                    -np.inf, 0.0)
     small = sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, n_var)
     )

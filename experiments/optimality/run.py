@@ -37,7 +37,7 @@ for path in (str(HERE), str(REPO_ROOT)):
         sys.path.insert(0, path)
 
 from instances import Instance, benchmark_instances  # noqa: E402
-from oracle import sse_of, solve  # noqa: E402
+from oracle import solve, sse_of  # noqa: E402
 
 from stage2.clustering import ALGORITHMS, BatchingProblem, make_batcher, within_batch_sse  # noqa: E402
 
@@ -119,7 +119,8 @@ def summary_table(df: pd.DataFrame, labels: list[str]) -> str:
 
 def seed_table(df: pd.DataFrame, labels: list[str]) -> str:
     lines = [
-        "| algorithm | mean gap % | worst gap % | optimal runs | instances optimal for every seed | worst seed's mean gap % |",
+        "| algorithm | mean gap % | worst gap % | optimal runs | instances optimal for every seed "
+        "| worst seed's mean gap % |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for label in labels:
@@ -135,11 +136,12 @@ def seed_table(df: pd.DataFrame, labels: list[str]) -> str:
 
 def instance_table(df: pd.DataFrame, labels: list[str]) -> str:
     first = df.drop_duplicates("instance")
-    head = "| instance | n | k | distinct | opt SSE | proven by | oracle s | " + " | ".join(f"{l} gap %" for l in labels) + " |"
+    head = ("| instance | n | k | distinct | opt SSE | proven by | oracle s | "
+            + " | ".join(f"{label} gap %" for label in labels) + " |")
     lines = [head, "|---|---:|---:|---:|---:|---|---:|" + "---:|" * len(labels)]
     for _, row in first.iterrows():
         gaps = df[df["instance"] == row["instance"]].set_index("algorithm")["gap"]
-        cells = [fmt_pct(gaps[l]) if gaps[l] > OPTIMAL_TOL else "0" for l in labels]
+        cells = [fmt_pct(gaps[label]) if gaps[label] > OPTIMAL_TOL else "0" for label in labels]
         proof = row["opt_method"] if row["opt_proven"] else f"NOT PROVEN (lb {row['opt_lower_bound']:.4f})"
         lines.append(
             f"| {row['instance']} | {row['n']} | {row['k']} | {row['n_distinct']} | {row['opt_sse']:.4f} | "
@@ -156,9 +158,12 @@ def target_report(df: pd.DataFrame, label: str = "balanced") -> str:
         "optimal_share_pct": 100 * d["optimal"].mean(),
     }
     checks = [
-        ("mean gap", values["mean_gap_pct"], "≤", TARGETS["mean_gap_pct"], values["mean_gap_pct"] <= TARGETS["mean_gap_pct"]),
-        ("worst gap", values["worst_gap_pct"], "≤", TARGETS["worst_gap_pct"], values["worst_gap_pct"] <= TARGETS["worst_gap_pct"]),
-        ("optimal on", values["optimal_share_pct"], "≥", TARGETS["optimal_share_pct"], values["optimal_share_pct"] >= TARGETS["optimal_share_pct"]),
+        ("mean gap", values["mean_gap_pct"], "≤", TARGETS["mean_gap_pct"],
+         values["mean_gap_pct"] <= TARGETS["mean_gap_pct"]),
+        ("worst gap", values["worst_gap_pct"], "≤", TARGETS["worst_gap_pct"],
+         values["worst_gap_pct"] <= TARGETS["worst_gap_pct"]),
+        ("optimal on", values["optimal_share_pct"], "≥", TARGETS["optimal_share_pct"],
+         values["optimal_share_pct"] >= TARGETS["optimal_share_pct"]),
     ]
     lines = [f"Targets for default `{label}`:"]
     for name, value, op, target, ok in checks:
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     optima = solve_all(instances, args.time_limit, args.jobs)
     warm_up(configs)
     rows = []
-    for inst, opt in zip(instances, optima):
+    for inst, opt in zip(instances, optima, strict=True):
         base = {
             "instance": inst.id,
             "source": inst.source,
@@ -210,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             "opt_lower_bound": opt.lower_bound,
             "opt_seconds": round(opt.seconds, 4),
         }
-        status = [f"oracle {opt.sse:.4f} ({opt.method}, {'proven' if opt.proven else 'NOT proven'}, {opt.seconds:.1f}s)"]
+        status = [f"oracle {opt.sse:.4f} ({opt.method}, {'proven' if opt.proven else 'NOT proven'}, "
+                  f"{opt.seconds:.1f}s)"]
         seeds = sorted({args.seed, *range(args.n_seeds)})
         for label, params in configs:
             for seed in seeds:

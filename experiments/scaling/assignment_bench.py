@@ -16,21 +16,21 @@ both results are checked to have the same cost.
 A second table is the choice stage2 makes for large groups: up to eight k-means rounds from
 k-means++ seeds (sizes [15, 60] at λ = 0.03, warm-started round to round as in the
 clustering) on a synthetic one-group institution (40 students per batch; its course matrix
-alone, and with the features of the soft rules a run clusters on), once with every assignment on the full graph by stage2's solver and once on the
-restricted graph (each point's 24 nearest centroids, missing arcs priced in) solved by
-OR-Tools. `stage2.clustering.assignment.DENSE_MAX_BATCHES` sits where the two cross.
+alone, and with the features of the soft rules a run clusters on), once with every assignment
+on the full graph by stage2's solver and once on the restricted graph (each point's 24 nearest
+centroids, missing arcs priced in) solved by OR-Tools.
+`stage2.clustering.assignment.DENSE_MAX_BATCHES` sits where the two cross.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
 import numpy as np
 
 from stage2.clustering import assignment
-from stage2.clustering.balanced import initial_centroids
-from stage2.clustering.base import collapse
 from stage2.clustering.assignment import (
     COST_SCALE,
     SizeModel,
@@ -40,6 +40,8 @@ from stage2.clustering.assignment import (
     lloyd_rounds,
     squared_distances,
 )
+from stage2.clustering.balanced import initial_centroids
+from stage2.clustering.base import collapse
 from stage2.config.settings import ConstraintRule
 from stage2.features import SoftRuleFeatures, course_matrix, group_features
 from stage2.synth import make_institution
@@ -87,8 +89,9 @@ def main() -> int:
                 lower, slots = np.full(n_batches, 15, dtype=np.int64), _slot_costs(model)
             point_idx = np.repeat(np.arange(n_points), n_batches)
             batch_idx = np.tile(np.arange(n_batches), n_points)
-            ortools_s = mean_seconds(lambda: _solve_flow(point_idx, batch_idx, costs, counts, model, overflow=False), repeats)
-            stage2_s = mean_seconds(lambda: _solve_dense(costs, counts, model), repeats)
+            ortools_s = mean_seconds(
+                functools.partial(_solve_flow, point_idx, batch_idx, costs, counts, model, overflow=False), repeats)
+            stage2_s = mean_seconds(functools.partial(_solve_dense, costs, counts, model), repeats)
             reference = _solve_flow(point_idx, batch_idx, costs, counts, model, overflow=False)[0]
             ours = _solve_dense(costs, counts, model)[0]
             same = total_cost(costs, reference, lower, slots) == total_cost(costs, ours, lower, slots)
@@ -135,7 +138,8 @@ def crossover(n_batches: int, soft_rules: bool, max_rounds: int = 8) -> tuple[in
         for dense_up_to in (10**9, 0):
             assignment.DENSE_MAX_BATCHES = dense_up_to
             calls = []
-            assignment.assign_with_prices = lambda *args, **kwargs: calls.append(1) or saved_assign(*args, **kwargs)
+            assignment.assign_with_prices = (
+                lambda *args, _calls=calls, **kwargs: _calls.append(1) or saved_assign(*args, **kwargs))
             began = time.perf_counter()
             lloyd_rounds(data.points, data.counts, start, model, max_iter=max_rounds, n_candidates=24, tol=0.0)
             seconds.append((time.perf_counter() - began) / len(calls))

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -235,7 +235,7 @@ def take_snapshot(cache: Path) -> Path:
     return target
 
 
-def warmup(ctx: "Context") -> dict:
+def warmup(ctx: Context) -> dict:
     """Compile stage2's kernels once and find which optional switches this stage2 has."""
     m = measure([PYTHON, str(HERE / "runner.py"), "warmup", *OPTIONAL_OFF], cwd=ctx.cache, env=child_env(),
                 timeout=ctx.timeout_s)
@@ -422,7 +422,8 @@ def add_ratios(rows: dict[str, dict]) -> None:
         single = rows.get(ref["method"].replace("n_init=10", "n_init=1"))
         if single and single.get("status") == "ok":
             row["speedup_vs_kmc1"] = single["fit_s"] / row["fit_s"]
-            row["sse_ratio_vs_kmc1"] = row["course_sse"] / single["course_sse"] if single["course_sse"] > 0 else math.nan
+            row["sse_ratio_vs_kmc1"] = (row["course_sse"] / single["course_sse"] if single["course_sse"] > 0
+                                        else math.nan)
 
 
 #: stage2 end to end with KMC's objective: no soft rules (the YAML ones, and with a zero scale
@@ -512,8 +513,8 @@ def evaluate_membership(data_dir: Path, student_ids: pd.Series, batch: np.ndarra
     stats.columns = ["n", "mean", "std"]
     balance = float((stats["n"] * (1 - stats["std"].fillna(0) / stats["mean"])).sum() / len(student_ids))
     return {"n_students": len(student_ids), "n_batches": int((sizes > 0).sum()), "course_sse": sse,
-            "course_sse_per_student": sse / len(student_ids), "academic_coherence": coherence_from_counts(e, s, threshold),
-            "size_balance": balance}
+            "course_sse_per_student": sse / len(student_ids),
+            "academic_coherence": coherence_from_counts(e, s, threshold), "size_balance": balance}
 
 
 def evaluate_kmc_membership(data_dir: Path, path: Path) -> dict:
@@ -579,8 +580,9 @@ def section_many(ctx: Context, n: int) -> None:
     outs: dict[str, tuple[dict | None, Path, dict]] = {}
     for tracking, label, extra in variants:
         log(f"section 3: {instance}: python -m stage2, {label}")
-        m, report, out = run_stage2(ctx, data, f"many-{n}-{tracking}", tracking="off" if tracking == "same" else tracking,
-                                    extra=extra, repeat=ctx.repeats if n <= 5000 and tracking != "same" else 1)
+        m, report, out = run_stage2(ctx, data, f"many-{n}-{tracking}",
+                                    tracking="off" if tracking == "same" else tracking, extra=extra,
+                                    repeat=ctx.repeats if n <= 5000 and tracking != "same" else 1)
         row = ctx.add(stage2_row("3", instance, label, m, report))
         outs[tracking] = (report, out, row)
         log(f"  wall {m.wall_s:.1f} s, peak {m.peak_mb:.0f} MB, {row['status']}")
@@ -654,8 +656,8 @@ def table(headers: list[str], lines: list[list]) -> str:
 
 
 def clustering_table(rows: list[dict]) -> str:
-    headers = ["instance", "n", "k", "method", "sizes allowed", "fit s", "peak MB (baseline)", "course_sse", "sse/student",
-               "coherence", "size balance", "sizes", "× faster than KMC n_init=10 (n_init=1)",
+    headers = ["instance", "n", "k", "method", "sizes allowed", "fit s", "peak MB (baseline)", "course_sse",
+               "sse/student", "coherence", "size balance", "sizes", "× faster than KMC n_init=10 (n_init=1)",
                "sse ÷ KMC n_init=10 (n_init=1)"]
     lines = []
     for r in rows:
@@ -679,7 +681,8 @@ def clustering_table(rows: list[dict]) -> str:
         if r.get("repeats", 1) > 1:
             fit += f" ({r['fit_s_min']:.2f}–{r['fit_s_max']:.2f})" + ("" if r.get("deterministic", True) else " ≠")
         lines.append([r["instance"], r["n_students"], r["k"], r["method"], r["constraint"], fit,
-                      f"{r['peak_mb']:.0f} ({r['rss_before_fit_mb']:.0f})", f"{r['course_sse']:.1f}", f"{r['course_sse_per_student']:.4f}",
+                      f"{r['peak_mb']:.0f} ({r['rss_before_fit_mb']:.0f})", f"{r['course_sse']:.1f}",
+                      f"{r['course_sse_per_student']:.4f}",
                       fmt(r["academic_coherence"], 4), fmt(r["size_balance"], 4),
                       f"{r['batch_size_min']}–{r['batch_size_max']}" + ("" if r["sizes_admissible"] else " ✗"),
                       speed, sse_ratio])
@@ -779,11 +782,14 @@ def targets(rows: list[dict]) -> list[str]:
     out.append(f"- **Quality, same constraints** (stage2 pure-SSE vs KMC n_init=10 [min,max]; stage2 exact vs "
                f"KMC n_init=10 equal bounds), course_sse ratio ≤ 1 on every instance: "
                f"{verdict(not worse if pairs else None)} ({len(pairs) - len(worse)}/{len(pairs)}; {detail})")
-    skipped = [r for r in rows if str(r.get("status", "")).startswith("skipped") and r.get("method", "").startswith("KMC")]
+    skipped = [r for r in rows
+               if str(r.get("status", "")).startswith("skipped") and r.get("method", "").startswith("KMC")]
     if skipped:
-        out.append("  - KMC n_init=10 skipped (too slow): " + ", ".join(f"{r['instance']} {r['method']}" for r in skipped))
+        out.append("  - KMC n_init=10 skipped (too slow): "
+                   + ", ".join(f"{r['instance']} {r['method']}" for r in skipped))
         vs1 = [r for r in rows if r.get("instance") in {x["instance"] for x in skipped}
-               and r.get("method") in ("stage2 balanced pure-SSE", "stage2 balanced exact") and "sse_ratio_vs_kmc1" in r]
+               and r.get("method") in ("stage2 balanced pure-SSE", "stage2 balanced exact")
+               and "sse_ratio_vs_kmc1" in r]
         for r in vs1:
             worse = r["sse_ratio_vs_kmc1"] > 1 + 1e-9
             out.append(f"  - {r['instance']} {r['method'].replace('stage2 balanced ', '')} vs KMC n_init=1: "
@@ -793,7 +799,8 @@ def targets(rows: list[dict]) -> list[str]:
     flex = [r for r in rows if r.get("method") == "stage2 balanced" and "sse_ratio_vs_kmc10" in r]
     if flex:
         out.append("- Quality, stage2 defaults (flexible sizes, λ-priced) vs KMC n_init=10 [min,max] "
-                   "(not the same objective): " + "; ".join(f"{r['instance']}: {r['sse_ratio_vs_kmc10']:.4f}" for r in flex))
+                   "(not the same objective): "
+                   + "; ".join(f"{r['instance']}: {r['sse_ratio_vs_kmc10']:.4f}" for r in flex))
     many = [r for r in rows if r.get("section") == "3" and r.get("method") == "kmc_process.py" and r.get("course_sse")]
     for r in many:
         same = next((x for x in rows if x.get("section") == "3" and x.get("instance") == r["instance"]
@@ -849,7 +856,8 @@ def targets(rows: list[dict]) -> list[str]:
                        + ("" if r["peak_single_mb"] < 4096 or r["peak_mb"] < 4096 else
                           " (the main process alone exceeds it)"))
         else:
-            out.append(f"- **1,000,000 end to end < 3 min, peak < 4 GB**: {r['status']}, peak {r['peak_mb']:,.0f} MB: FAILS")
+            out.append(f"- **1,000,000 end to end < 3 min, peak < 4 GB**: {r['status']}, "
+                       f"peak {r['peak_mb']:,.0f} MB: FAILS")
     else:
         out.append("- 1,000,000 end to end: not run (only in `--suite full`)")
     return out
@@ -868,8 +876,8 @@ def machine_line() -> str:
     import k_means_constrained
     import sklearn
 
-    return (f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), {ram_gb:.1f} GB RAM, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
+    return (f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), {ram_gb:.1f} GB RAM, "
+            f"Python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
             f"k-means-constrained {k_means_constrained.__version__}")
 
 
@@ -926,8 +934,8 @@ def git_state() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
         return rev + (" (modified)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "?"
@@ -953,8 +961,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python experiments/scaling/run.py" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:])),
         "machine": machine_line(),
         "git": git_state(),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "load_start": " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?",
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_start": (" ".join(Path("/proc/loadavg").read_text().split()[:3])
+                       if Path("/proc/loadavg").exists() else "?"),
     }
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(cache=args.cache_dir.resolve(), timeout_s=args.timeout, kmc_n10_budget_s=args.kmc_n10_budget)
@@ -975,7 +984,8 @@ def main(argv: list[str] | None = None) -> int:
             note = "the snapshot taken at the start was measured" if args.snapshot else "rows may mix versions"
             header["git"] += (f" at start; {git_end}, sources {source_end} at end: the working tree changed "
                               f"during the run ({note})")
-        header["load_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
+        header["load_end"] = (" ".join(Path("/proc/loadavg").read_text().split()[:3])
+                              if Path("/proc/loadavg").exists() else "?")
         text = render(ctx.rows, header)
         args.results_dir.mkdir(parents=True, exist_ok=True)
         (args.results_dir / "results.md").write_text(text)

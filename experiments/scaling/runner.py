@@ -11,9 +11,9 @@ Every measured thing runs in its own process so that its wall time and peak RSS 
   matrix, time the fit of one METHOD (see :data:`METHODS`) and write fit seconds and quality
   measures. Library start-up is not in the fit time, for any method: KMC's and stage2's
   imports, and for stage2 the first-call load of its compiled kernels (a short fit of the
-  same matrix first, timed as ``kernel_load_s``). ``NAME=VALUE`` (a JSON value) overrides a parameter of the method: of stage2's
-  algorithm (``n_candidates=64``, ``swap_max_trials=1000``) or of ``KMeansConstrained``
-  (``random_state=3``); the harness itself passes none.
+  same matrix first, timed as ``kernel_load_s``). ``NAME=VALUE`` (a JSON value) overrides a
+  parameter of the method: of stage2's algorithm (``n_candidates=64``, ``swap_max_trials=1000``)
+  or of ``KMeansConstrained`` (``random_state=3``); the harness itself passes none.
 - ``python runner.py warmup OVERRIDE...``: compile stage2's numba kernels once (so that no
   measured fit pays a first-ever JIT compilation; loading the compiled cache is still paid by
   every process) and print, as JSON, where stage2 is imported from and which of the given

@@ -45,7 +45,7 @@ def deviation_price(h: float, balance: float, size: float, base: float) -> float
 
 def non_dominated(x: pd.Series, y: pd.Series) -> pd.Series:
     """True where no other point is ≥ in both x and y and > in one (both maximised)."""
-    return pd.Series([not ((x >= xi) & (y >= yi) & ((x > xi) | (y > yi))).any() for xi, yi in zip(x, y)],
+    return pd.Series([not ((x >= xi) & (y >= yi) & ((x > xi) | (y > yi))).any() for xi, yi in zip(x, y, strict=True)],
                      index=x.index)
 
 
