@@ -28,6 +28,7 @@ from stage2.config.service import ServiceConfig
 from stage2.outputs import ERRORS_FILE, QUALITY_REPORT, STAGE3_TABLES, VALIDATION_REPORT
 from stage2.runlog import JSONL_FILE
 from stage2.service.metrics import ServiceMetrics
+from stage2.service.runfiles import read_json
 from stage2.service.store import (
     CANCELLED,
     FAILED,
@@ -106,14 +107,6 @@ def current_stage(output_dir: Path) -> str | None:
                 except json.JSONDecodeError:
                     continue
     return stage
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class Executor:
@@ -250,8 +243,8 @@ class Executor:
 
     def _record_outcome(self, record: RunRecord, code: int | None) -> None:
         output = self.paths.output_dir(record.run_id)
-        report = _read_json(output / QUALITY_REPORT) or _read_json(output / VALIDATION_REPORT) or {}
-        errors = _read_json(output / ERRORS_FILE)
+        report = read_json(output / QUALITY_REPORT) or read_json(output / VALIDATION_REPORT) or {}
+        errors = read_json(output / ERRORS_FILE)
         details = {"input_digest": report.get("data_digest"),
                    "mlflow_run_id": report.get("run_id") or (errors or {}).get("run_id")}
         if code == 0:

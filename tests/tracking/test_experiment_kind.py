@@ -27,19 +27,6 @@ CALLBACK_OVERRIDE = "++hydra.callbacks.mlflow_sweep._target_=stage2.tracking.hyd
 TIMEOUT_S = 600  # generous: CI runs two test workers on two cores
 
 
-@pytest.fixture
-def clean_env():
-    saved = {name: os.environ.get(name) for name in (PARENT_RUN_ENV, PARENT_URI_ENV, "MLFLOW_TRACKING_URI")}
-    for name in saved:
-        os.environ.pop(name, None)
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
 @pytest.fixture(scope="module")
 def kind_uri(tmp_path_factory) -> str:
     """This module's own store, opened once from a temporary directory: a SQLite store's
