@@ -41,10 +41,12 @@ from stage2.service.store import (
     QUEUED,
     STATUSES,
     IdempotencyConflict,
+    QueueFull,
     RunRecord,
     RunStore,
     now,
 )
+from stage2.tracking.mlflow_tracking import ensure_experiment
 
 _CHUNK = 1 << 20
 
@@ -100,14 +102,23 @@ class Problem(BaseModel):
     detail: str
 
 
-def _run_model(record: RunRecord) -> Run:
+def _public_error(error: dict[str, Any] | None, home: Path) -> dict[str, Any] | None:
+    """An error as clients see it: paths inside the service's home shown relative to it."""
+    if not error:
+        return error
+    prefix = f"{home}/"
+    return {key: value.replace(prefix, "") if isinstance(value, str) else value for key, value in error.items()}
+
+
+def _run_model(record: RunRecord, home: Path) -> Run:
     base = f"/v1/runs/{record.run_id}"
     links = {"self": base, "quality": f"{base}/quality", "resources": f"{base}/resources", "errors": f"{base}/errors",
              "artifacts": f"{base}/artifacts", "report": f"{base}/report", "cancel": f"{base}/cancel"}
     return Run(run_id=record.run_id, status=record.status, stage=record.stage, created_at=record.created_at,
                started_at=record.started_at, finished_at=record.finished_at, overrides=record.overrides,
                source=record.source, input_digest=record.input_digest, mlflow_run_id=record.mlflow_run_id,
-               error=RunError(**record.error) if record.error else None, resumes=record.resumes,
+               error=RunError(**(_public_error(record.error, home) or {})) if record.error else None,
+               resumes=record.resumes,
                cancel_requested=record.cancel_requested, links=links)
 
 
@@ -130,14 +141,16 @@ class Service:
         self.mlflow_ready = False
 
     def prepare_tracking(self) -> None:
-        """Create (and migrate) the MLflow store once, before any run: concurrent first runs
-        would race to create it."""
+        """Create (and migrate) the MLflow store and the runs' experiment once, before any run:
+        concurrent first runs would race to create them, and an experiment created by a run
+        would keep every run's artifacts in that run's directory (``./mlruns``)."""
         import os
 
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow.tracking import MlflowClient
 
-        MlflowClient(tracking_uri=self.tracking_uri).search_experiments(max_results=1)
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        ensure_experiment(client, self.config.experiment_name, artifact_location=self.paths.mlflow_artifacts.as_uri())
         self.mlflow_ready = True
 
     def run_or_404(self, run_id: str) -> RunRecord:
@@ -272,7 +285,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         else:
             raise Refused(415 if content_type else 400, "send multipart/form-data (files) or application/json")
         response.headers["Location"] = f"/v1/runs/{record.run_id}"
-        return _run_model(record)
+        return _run_model(record, service.paths.home)
 
     # ------------------------------------------------------------------ runs
 
@@ -291,12 +304,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         size = min(limit, config.max_page_size)
         records = service.store.page(status=status, limit=size + 1, before_seq=before)
         token = str(records[size - 1].seq) if len(records) > size else None
-        return RunPage(runs=[_run_model(r) for r in records[:size]], next_page_token=token)
+        return RunPage(runs=[_run_model(r, service.paths.home) for r in records[:size]], next_page_token=token)
 
     @app.get("/v1/runs/{run_id}", tags=["runs"], response_model=Run, dependencies=[requires("read")],
              responses=errors_4xx)
     def get_run(run_id: str) -> Run:
-        return _run_model(service.run_or_404(run_id))
+        return _run_model(service.run_or_404(run_id), service.paths.home)
 
     @app.post("/v1/runs/{run_id}/cancel", tags=["runs"], response_model=Run, dependencies=[requires("submit")],
               responses=errors_4xx)
@@ -306,7 +319,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         service.run_or_404(run_id)
         record = service.executor.cancel(run_id)
         assert record is not None
-        return _run_model(record)
+        return _run_model(record, service.paths.home)
 
     @app.delete("/v1/runs/{run_id}", tags=["runs"], status_code=204, dependencies=[requires("submit")],
                 responses={409: {"model": Problem}, **errors_4xx})
@@ -343,8 +356,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         record = service.run_or_404(run_id)
         found = runfiles.errors(service.output(record))
         if found is not None:
-            return found
-        return {"status": record.status.lower(), "error": record.error, "issues": [], "warnings": []}
+            return found | {"error": _public_error(found["error"], service.paths.home)}
+        return {"status": record.status.lower(), "error": _public_error(record.error, service.paths.home),
+                "issues": [], "warnings": []}
 
     @app.get("/v1/runs/{run_id}/artifacts", tags=["results"], response_model=list[Artifact],
              dependencies=[requires("read")], responses=errors_4xx)
@@ -413,11 +427,16 @@ def create_app(config: ServiceConfig) -> FastAPI:
 # ----------------------------------------------------------------------------- submissions
 
 
+def _queue_full(service: Service) -> Refused:
+    wait = service.config.retry_after_s
+    return Refused(429, f"the queue is full ({service.config.max_queued} runs waiting); retry after {wait} s",
+                   headers={"Retry-After": str(wait)})
+
+
 def _check_queue(service: Service) -> None:
+    """Refuse early, before an upload is stored; the store checks again atomically."""
     if service.store.count(QUEUED) >= service.config.max_queued:
-        wait = service.config.retry_after_s
-        raise Refused(429, f"the queue is full ({service.config.max_queued} runs waiting); retry after {wait} s",
-                      headers={"Retry-After": str(wait)})
+        raise _queue_full(service)
 
 
 def _digest(parts: list[str]) -> str:
@@ -432,9 +451,11 @@ def _new_record(source: str, input_dir: Path, overrides: list[str], request_dige
 
 def _create(service: Service, record: RunRecord) -> RunRecord:
     try:
-        created = service.store.create(record)
+        created = service.store.create(record, max_queued=service.config.max_queued)
     except IdempotencyConflict as exc:
         raise Refused(409, f"Idempotency-Key was used for another request (run {exc.run_id})") from exc
+    except QueueFull as exc:
+        raise _queue_full(service) from exc
     if created.run_id == record.run_id:
         service.paths.run_dir(record.run_id).mkdir(parents=True, exist_ok=True)
         service.executor.wake()

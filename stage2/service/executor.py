@@ -32,6 +32,7 @@ from stage2.service.runfiles import read_json
 from stage2.service.store import (
     CANCELLED,
     FAILED,
+    FINAL_STATUSES,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -59,6 +60,8 @@ class ServicePaths:
         self.uploads = self.home / "uploads"
         self.store = self.home / "runs.db"
         self.mlflow_db = self.home / "mlflow.db"
+        #: artifacts of the runs' MLflow experiment (when the service creates it)
+        self.mlflow_artifacts = self.home / "mlartifacts"
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs / run_id
@@ -234,6 +237,9 @@ class Executor:
         record = self.store.get(run_id)
         if record is None:  # deleted meanwhile
             return
+        if record.status in FINAL_STATUSES:  # cancelled while it was being started: recorded already
+            self._remove_stage3_tables(run_id)
+            return
         if record.cancel_requested:
             self._remove_stage3_tables(run_id)
             self._record_final(run_id, CANCELLED, exit_code=code)
@@ -293,7 +299,7 @@ class Executor:
     def recover(self) -> None:
         """Settle the runs a previous service process left RUNNING (see the module doc)."""
         for record in self.store.with_status(RUNNING):
-            if record.pid and process_group_alive(record.pid):
+            if record.pid and _is_run_group(record.pid, record.run_id):
                 _signal_group(record.pid, signal.SIGKILL)
                 _wait_gone(record.pid)
             output = self.paths.output_dir(record.run_id)
@@ -317,6 +323,27 @@ class Executor:
                     "message": f"the service restarted while the run was running ({record.resumes} resume(s) "
                                "already tried)",
                     "fix": "submit the run again"})
+
+
+def _is_run_group(pgid: int, run_id: str) -> bool:
+    """Whether process group ``pgid`` is still the run's (its pid may have been reused since the
+    old service died): its leader's command line names the run, or, the leader gone, a member
+    is a joblib/loky worker (the run's clustering pool)."""
+    if not process_group_alive(pgid):
+        return False
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) == pgid:
+                members.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ")))
+        except (ProcessLookupError, PermissionError, FileNotFoundError):
+            continue
+    leader = [cmdline for pid, cmdline in members if pid == pgid]
+    if leader:
+        return run_id.encode() in leader[0]
+    return any(b"joblib" in cmdline or b"loky" in cmdline for _, cmdline in members)
 
 
 def _signal_group(pgid: int | None, sig: int) -> None:

@@ -1,7 +1,8 @@
 """``GET /metrics``: the service's Prometheus metrics (prometheus-client, text format).
 
 Counts that must survive a restart (runs by status, queue depth, runs in progress) are read
-from the job store at scrape time; durations are histograms of this process's lifetime. No
+from the job store at scrape time; runs finished by status (a counter) and durations
+(histograms) cover this process's lifetime, as Prometheus counters do. No
 metric has a per-run label. The service runs one web process, so no multiprocess directory
 is needed.
 """
@@ -12,7 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -26,7 +27,8 @@ class _StoreCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         counts = self._counts()
-        runs = GaugeMetricFamily("stage2_runs", "Runs in the job store, by status", labels=["status"])
+        runs = GaugeMetricFamily("stage2_runs", "Runs in the job store, by status (deleted runs leave it)",
+                                 labels=["status"])
         for status, n in sorted(counts.items()):
             runs.add_metric([status], n)
         yield runs
@@ -38,6 +40,8 @@ class ServiceMetrics:
     def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_StoreCollector(counts))
+        self.finished = Counter("stage2_runs_finished", "Runs that ended, by final status, since this process "
+                                "started", ["status"], registry=self.registry)
         self.run_seconds = Histogram("stage2_run_duration_seconds", "Wall time of finished runs, from start",
                                      ["status"], buckets=DURATION_BUCKETS, registry=self.registry)
         self.stage_seconds = Histogram("stage2_stage_duration_seconds", "Wall time of pipeline stages of "
@@ -46,6 +50,7 @@ class ServiceMetrics:
                                   registry=self.registry)
 
     def run_finished(self, status: str, seconds: float) -> None:
+        self.finished.labels(status=status).inc()
         self.run_seconds.labels(status=status).observe(max(0.0, seconds))
         if status == "SUCCEEDED":
             self.last_success.set_to_current_time()

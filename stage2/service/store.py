@@ -84,6 +84,10 @@ class RunRecord:
         return cls(**values)
 
 
+class QueueFull(Exception):
+    """As many runs are waiting as the service admits."""
+
+
 class IdempotencyConflict(Exception):
     """The idempotency key was used before for a different request."""
 
@@ -119,9 +123,11 @@ class RunStore:
         except sqlite3.Error:
             return False
 
-    def create(self, record: RunRecord) -> RunRecord:
+    def create(self, record: RunRecord, max_queued: int | None = None) -> RunRecord:
         """Insert a new run; with an idempotency key already used, return that run instead
-        (:class:`IdempotencyConflict` if it was for a different request)."""
+        (:class:`IdempotencyConflict` if it was for a different request). With ``max_queued``,
+        raise :class:`QueueFull` when that many runs wait already (checked in the same
+        transaction, so concurrent submissions cannot overfill the queue)."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -134,6 +140,10 @@ class RunStore:
                             raise IdempotencyConflict(existing.run_id)
                         db.execute("COMMIT")
                         return existing
+                if max_queued is not None:
+                    waiting = db.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (QUEUED,)).fetchone()[0]
+                    if waiting >= max_queued:
+                        raise QueueFull()
                 db.execute(
                     "INSERT INTO runs (run_id, status, created_at, overrides, source, input_dir, idempotency_key, "
                     "request_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

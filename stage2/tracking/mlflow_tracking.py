@@ -65,19 +65,22 @@ def sweep_parent() -> tuple[str | None, str | None]:
     return os.environ.get(PARENT_RUN_ENV) or None, os.environ.get(PARENT_URI_ENV) or None
 
 
-def ensure_experiment(client: Any, name: str) -> str:
+def ensure_experiment(client: Any, name: str, artifact_location: str | None = None) -> str:
     """The id of the experiment ``name`` in ``client``'s store, created if missing, with the
     tag ``mlflow.experimentKind=custom_model_development``: on creation, and added to an
     existing experiment without that tag (one made by an older stage2 or by hand). A kind
     already set (say by the UI's experiment-type selector) is left alone, and so is a deleted
-    experiment (using it fails later, as it always did). Failing to tag never fails the run."""
+    experiment (using it fails later, as it always did). Failing to tag never fails the run.
+    ``artifact_location``: where a new experiment keeps its runs' artifacts (MLflow's default
+    is ``./mlruns`` of the process that creates it)."""
     from mlflow.entities import LifecycleStage
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException as exc:
             # parallel sweep jobs race to create it; the loser tags the winner's if needed
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
