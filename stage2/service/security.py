@@ -16,11 +16,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from stage2.contract.loader import CONTRACT_FILES
+from stage2.locations import config_dir
 
 SCOPES = ("read", "submit")
 _OVERRIDE = re.compile(r"^(?P<prefix>\+{0,2}|~)(?P<key>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(?:=(?P<value>.*))?$",
@@ -88,8 +89,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_overrides(overrides: object, allowed_keys: Sequence[str]) -> list[str]:
-    """The submission's overrides, each ``key=value`` with an allowed batching key."""
+def config_groups() -> dict[str, frozenset[str]]:
+    """Each config group of ``conf/`` and its options (``constraints`` -> {default, minimal})."""
+    root = config_dir()
+    return {group.name: frozenset(path.stem for path in group.glob("*.yaml"))
+            for group in root.iterdir() if group.is_dir()}
+
+
+def check_overrides(overrides: object, allowed_keys: Sequence[str],
+                    groups: Mapping[str, frozenset[str]] | None = None) -> list[str]:
+    """The submission's overrides, each ``key=value`` with an allowed batching key. A key that
+    selects a config group (``constraints=minimal``) must name one of the group's options:
+    Hydra would read any other value as a path to a YAML file."""
+    groups = config_groups() if groups is None else groups
     if overrides is None:
         return []
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
@@ -104,6 +116,9 @@ def check_overrides(overrides: object, allowed_keys: Sequence[str]) -> list[str]
                                "their sub-keys)")
         if match["value"] is not None and ("${" in match["value"] or "\n" in match["value"]):
             raise Refused(400, f"override {key!r}: interpolations and line breaks are not allowed in values")
+        if key in groups and match["value"] is not None and match["value"].strip() not in groups[key]:
+            raise Refused(400, f"override {key!r}: {match['value']!r} is not an option of the {key} group "
+                               f"({', '.join(sorted(groups[key]))})")
     return [o.strip() for o in overrides]
 
 

@@ -1,0 +1,1 @@
+"""Tests of the REST service (``python -m stage2.service``) against real servers."""
