@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from stage2 import __version__
 from stage2.checkpoints import CheckpointStore, checkpoint_key
 from stage2.config import register_configs, register_resolvers
-from stage2.config.schema import Stage2Config, to_stage2_config
+from stage2.config.schema import to_stage2_config
 from stage2.errors import Stage2Error
 from stage2.locations import config_dir as stage2_config_dir
 from stage2.outputs import ERRORS_FILE, RESOLVED_CONFIG, remove_stage3_tables, write_json
@@ -61,11 +62,13 @@ def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = N
         return compose(config_name="config", overrides=list(overrides))
 
 
-def _resolve_output_dir(config: Stage2Config, output_dir: str | Path | None) -> Path:
+def _resolve_output_dir(cfg: DictConfig, output_dir: str | Path | None) -> Path:
+    """Read from the composed configuration, before it is validated: a configuration that
+    fails validation still gets its ``errors.json`` there."""
     if output_dir is not None:
         return Path(output_dir).resolve()
-    if config.output_dir:
-        return Path(config.output_dir).resolve()
+    if cfg.get("output_dir"):
+        return Path(str(cfg.output_dir)).resolve()
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -100,8 +103,7 @@ def process_student_batching(
     if input_dir is not None:
         cfg = cfg.copy()
         OmegaConf.update(cfg, "data.input_dir", str(Path(input_dir).resolve()))
-    config = to_stage2_config(cfg)
-    out = _resolve_output_dir(config, output_dir)
+    out = _resolve_output_dir(cfg, output_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_stage3_tables(out)
     (out / ERRORS_FILE).unlink(missing_ok=True)
@@ -109,7 +111,7 @@ def process_student_batching(
     with run_logging(out, context):
         try:
             with stage_progress(list(STEPS)) as progress:
-                return _run(cfg, config, out, context, progress)
+                return _run(cfg, out, context, progress)
         except BaseException as exc:
             if not isinstance(exc, AuditFailed):
                 remove_stage3_tables(out)
@@ -132,8 +134,17 @@ def _record_failure(out: Path, exc: BaseException, context: dict[str, Any]) -> N
                                    "warnings": context.get("warnings", [])})
 
 
-def _run(cfg: DictConfig, config: Stage2Config, out: Path, context: dict[str, Any], progress: Any) -> BatchingResult:
+def _run(cfg: DictConfig, out: Path, context: dict[str, Any], progress: Any) -> BatchingResult:
     started = time.perf_counter()
+    try:
+        config = to_stage2_config(cfg)
+    except InterpolationResolutionError as exc:  # a resolver's own error, e.g. an unknown dataset
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, Stage2Error):
+            cause = cause.__cause__ or cause.__context__  # OmegaConf keeps it as the context
+        if cause is None:
+            raise
+        raise cause from None
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     input_dir = Path(config.data.input_dir).resolve()
     (out / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))

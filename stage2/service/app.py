@@ -49,6 +49,8 @@ from stage2.service.store import (
 from stage2.tracking.mlflow_tracking import ensure_experiment
 
 _CHUNK = 1 << 20
+#: largest JSON submission body, in bytes (it names a directory and some overrides)
+MAX_JSON_BYTES = 1 << 20
 
 
 # ----------------------------------------------------------------------------- API models
@@ -102,22 +104,30 @@ class Problem(BaseModel):
     detail: str
 
 
-def _public_error(error: dict[str, Any] | None, home: Path) -> dict[str, Any] | None:
-    """An error as clients see it: paths inside the service's home shown relative to it."""
+def _public_error(error: dict[str, Any] | None, *roots: Path | str | None) -> dict[str, Any] | None:
+    """An error as clients see it: paths inside the service's home (or data root) shown
+    relative to it."""
     if not error:
         return error
-    prefix = f"{home}/"
-    return {key: value.replace(prefix, "") if isinstance(value, str) else value for key, value in error.items()}
+    prefixes = [f"{Path(root).resolve()}/" for root in roots if root]
+
+    def public(value: Any) -> Any:
+        if isinstance(value, str):
+            for prefix in prefixes:
+                value = value.replace(prefix, "")
+        return value
+
+    return {key: public(value) for key, value in error.items()}
 
 
-def _run_model(record: RunRecord, home: Path) -> Run:
+def _run_model(record: RunRecord, home: Path, data_root: str | None = None) -> Run:
     base = f"/v1/runs/{record.run_id}"
     links = {"self": base, "quality": f"{base}/quality", "resources": f"{base}/resources", "errors": f"{base}/errors",
              "artifacts": f"{base}/artifacts", "report": f"{base}/report", "cancel": f"{base}/cancel"}
     return Run(run_id=record.run_id, status=record.status, stage=record.stage, created_at=record.created_at,
                started_at=record.started_at, finished_at=record.finished_at, overrides=record.overrides,
                source=record.source, input_digest=record.input_digest, mlflow_run_id=record.mlflow_run_id,
-               error=RunError(**(_public_error(record.error, home) or {})) if record.error else None,
+               error=RunError(**(_public_error(record.error, home, data_root) or {})) if record.error else None,
                resumes=record.resumes,
                cancel_requested=record.cancel_requested, links=links)
 
@@ -244,6 +254,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         root. Answers 202 with the run; the same ``Idempotency-Key`` returns the same run."""
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("application/json"):
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit() or int(length) > MAX_JSON_BYTES:
+                raise Refused(413 if length and length.isdigit() else 411,
+                              f"a JSON submission needs a Content-Length of at most {MAX_JSON_BYTES} bytes")
             try:
                 body = await request.json()
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -265,6 +279,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
             form = await request.form(max_files=64, max_fields=8)
             try:
                 overrides_field = form.get("overrides")
+                if overrides_field is not None and not isinstance(overrides_field, str):
+                    raise Refused(400, "the overrides field must be a form field, not a file")
                 try:
                     overrides_value = json.loads(overrides_field) if isinstance(overrides_field, str) else None
                 except json.JSONDecodeError as exc:
@@ -285,7 +301,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         else:
             raise Refused(415 if content_type else 400, "send multipart/form-data (files) or application/json")
         response.headers["Location"] = f"/v1/runs/{record.run_id}"
-        return _run_model(record, service.paths.home)
+        return _run_model(record, service.paths.home, config.data_root)
 
     # ------------------------------------------------------------------ runs
 
@@ -298,18 +314,19 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise HTTPException(400, f"status must be one of {', '.join(STATUSES)}")
         before = None
         if page_token is not None:
-            if not page_token.isdigit():
+            if not page_token.isdigit() or len(page_token) > 18:
                 raise HTTPException(400, "page_token is not a token this service gave")
             before = int(page_token)
         size = min(limit, config.max_page_size)
         records = service.store.page(status=status, limit=size + 1, before_seq=before)
         token = str(records[size - 1].seq) if len(records) > size else None
-        return RunPage(runs=[_run_model(r, service.paths.home) for r in records[:size]], next_page_token=token)
+        runs = [_run_model(r, service.paths.home, config.data_root) for r in records[:size]]
+        return RunPage(runs=runs, next_page_token=token)
 
     @app.get("/v1/runs/{run_id}", tags=["runs"], response_model=Run, dependencies=[requires("read")],
              responses=errors_4xx)
     def get_run(run_id: str) -> Run:
-        return _run_model(service.run_or_404(run_id), service.paths.home)
+        return _run_model(service.run_or_404(run_id), service.paths.home, config.data_root)
 
     @app.post("/v1/runs/{run_id}/cancel", tags=["runs"], response_model=Run, dependencies=[requires("submit")],
               responses=errors_4xx)
@@ -319,7 +336,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         service.run_or_404(run_id)
         record = service.executor.cancel(run_id)
         assert record is not None
-        return _run_model(record, service.paths.home)
+        return _run_model(record, service.paths.home, config.data_root)
 
     @app.delete("/v1/runs/{run_id}", tags=["runs"], status_code=204, dependencies=[requires("submit")],
                 responses={409: {"model": Problem}, **errors_4xx})
@@ -356,8 +373,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         record = service.run_or_404(run_id)
         found = runfiles.errors(service.output(record))
         if found is not None:
-            return found | {"error": _public_error(found["error"], service.paths.home)}
-        return {"status": record.status.lower(), "error": _public_error(record.error, service.paths.home),
+            return found | {"error": _public_error(found["error"], service.paths.home, config.data_root)}
+        return {"status": record.status.lower(), "error": _public_error(record.error, service.paths.home,
+                                                                            config.data_root),
                 "issues": [], "warnings": []}
 
     @app.get("/v1/runs/{run_id}/artifacts", tags=["results"], response_model=list[Artifact],
@@ -498,6 +516,7 @@ def _create_from_upload(service: Service, files: dict[str, Any], overrides: list
         _check_queue(service)
         final = service.paths.upload_dir(run_id)
         incoming.rename(final)
+        incoming = final  # what to remove if the run is not created
         record = _create(service, _new_record("upload", final, overrides, request_digest, idempotency_key, run_id))
         if record.run_id != run_id:  # a concurrent request with the same key won
             shutil.rmtree(final, ignore_errors=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -201,7 +202,6 @@ class Executor:
             sys.executable, "-m", "stage2",
             f"data.input_dir={_quoted(record.input_dir)}",
             f"hydra.run.dir={_quoted(str(output))}",
-            f"tracking.uri={_quoted(self.tracking_uri)}",
             f"tracking.experiment_name={_quoted(self.config.experiment_name)}",
             f"tracking.run_name={record.run_id}",
             *record.overrides,
@@ -210,6 +210,9 @@ class Executor:
             command.append("resume=true")
         env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
         env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+        # through the environment, not an override: overrides end up in the run's files, which
+        # clients may download, and a URI can carry credentials
+        env["MLFLOW_TRACKING_URI"] = self.tracking_uri
         env["PYTHONUNBUFFERED"] = "1"
         log_file = (run_dir / PROCESS_LOG).open("ab")
         try:
@@ -257,10 +260,7 @@ class Executor:
             self._record_final(record.run_id, SUCCEEDED, exit_code=code, **details)
             self.metrics.observe_stages(output / JSONL_FILE)
             return
-        error = (errors or {}).get("error") or {
-            "code": "INTERNAL_ERROR", "where": str(output.parent / PROCESS_LOG),
-            "message": f"the run's process ended with status {code} without recording an error",
-            "fix": "read the run's process log; this is a bug in stage2 or the machine killed the run"}
+        error = (errors or {}).get("error") or _error_from_log(output.parent / PROCESS_LOG, code)
         self._record_final(record.run_id, FAILED, exit_code=code, error=error, **details)
 
     def _record_final(self, run_id: str, status: str, **values: Any) -> None:
@@ -305,11 +305,15 @@ class Executor:
             output = self.paths.output_dir(record.run_id)
             finished = (output / QUALITY_REPORT).exists() and not (output / ERRORS_FILE).exists() and all(
                 (output / f"{name}.csv").exists() for name in STAGE3_TABLES)
+            dry_run_done = (output / VALIDATION_REPORT).exists() and not (output / ERRORS_FILE).exists()
+            failed = (read_json(output / ERRORS_FILE) or {}).get("status") == "failed"  # ended on its own
             if record.cancel_requested:
                 self._remove_stage3_tables(record.run_id)
                 self._record_final(record.run_id, CANCELLED)
-            elif finished:
+            elif finished or dry_run_done:
                 self._record_outcome(record, 0)
+            elif failed:
+                self._record_outcome(record, 1)
             elif record.resumes < self.config.max_resumes:
                 self._remove_stage3_tables(record.run_id)
                 self.store.update(record.run_id, status=QUEUED, pid=None, stage=None, resume_next=True,
@@ -323,6 +327,26 @@ class Executor:
                     "message": f"the service restarted while the run was running ({record.resumes} resume(s) "
                                "already tried)",
                     "fix": "submit the run again"})
+
+
+#: what the run's process prints when it fails before it can write errors.json
+_CLI_ERROR = re.compile(r"^stage2: error: \[(?P<code>[A-Z_]+)\] (?P<message>.*)$")
+
+
+def _error_from_log(log_path: Path, exit_code: int | None) -> dict[str, Any]:
+    """The error a run without ``errors.json`` printed (a configuration Hydra refused before the
+    pipeline started), else an internal error naming the exit status."""
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in reversed(lines):
+        if match := _CLI_ERROR.match(line.strip()):
+            return {"code": match["code"], "where": "overrides", "message": match["message"],
+                    "fix": "correct the submission's overrides (python -m stage2 --cfg job lists every key)"}
+    return {"code": "INTERNAL_ERROR", "where": PROCESS_LOG,
+            "message": f"the run's process ended with status {exit_code} without recording an error",
+            "fix": "this is a bug in stage2, or the machine stopped the run: see the service's run directory"}
 
 
 def _is_run_group(pgid: int, run_id: str) -> bool:

@@ -81,6 +81,7 @@ def shared(client, demo_institution, small_institution, tmp_path_factory) -> dic
         "json": client.submit_json("small", FAST, headers=IDEMPOTENT),  # JSON, with an idempotency key
         "alias": client.submit_upload(small_institution, FAST, path="/batch-process"),
         "overrides": client.submit_json("small", [*FAST, *ALLOWED]),
+        "bad_value": client.submit_json("small", [*FAST, "seed=abc"]),  # an allowed key, a wrong type
         **{case: client.submit_upload(bad[case][0], FAST) for case in BAD_CASES},
     }
     return {"responses": responses, "ids": {k: client.accepted(r) for k, r in responses.items()}, "bad": bad}
@@ -307,6 +308,26 @@ def test_allowed_overrides_reach_the_pipeline(client, shared):
     assert resolved["as_of"] == AS_OF
 
 
+def test_a_bad_override_value_fails_as_a_configuration_error(client, shared):
+    """A value Hydra refuses (``seed=abc``) is the client's mistake, reported with the
+    pipeline's code and message, not as an internal error."""
+    run = client.wait(shared["ids"]["bad_value"])
+    assert run["status"] == "FAILED", run
+    assert run["error"]["code"] == "INVALID_CONFIGURATION", run["error"]
+    assert "abc" in run["error"]["message"]
+
+
+def test_run_files_do_not_carry_the_tracking_uri(client, shared):
+    """The service hands its MLflow store to the runs through the environment, so the files a
+    client downloads do not name it (a URI may hold credentials)."""
+    run_id = shared["ids"]["overrides"]
+    assert client.wait(run_id)["status"] == "SUCCEEDED"
+    resolved = yaml.safe_load(client.get(f"/v1/runs/{run_id}/artifacts/resolved_config.yaml").text)
+    assert resolved["tracking"]["uri"] is None
+    assert "mlflow.db" not in client.get(f"/v1/runs/{run_id}/artifacts/quality_report.json").text
+    assert client.run(run_id)["mlflow_run_id"]  # tracked all the same
+
+
 # ----------------------------------------------------------------------------- idempotency
 
 
@@ -392,6 +413,10 @@ def test_mlflow_artifacts_live_outside_the_run_directories(api, client, demo_don
 
 
 # ----------------------------------------------------------------------------- listing
+
+
+def test_an_oversized_page_token_is_400(client):
+    assert client.get("/v1/runs", params={"page_token": "9" * 30}).status_code == 400
 
 
 def test_listing_pages_newest_first(client, demo_done, json_done):
