@@ -12,8 +12,6 @@ from stage2.config.settings import (
     build_settings,
 )
 
-CONFIG_DIR_NAME = "conf"
-
 
 def weight_rest(weight: float, parts: int = 2) -> float:
     """``(1 - weight) / parts``: an equal share of what ``weight`` leaves of a total of 1."""

@@ -9,6 +9,7 @@ Nothing here changes a batch: these steps read the catalog that
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,8 +87,6 @@ def publish(catalog: Catalog, out: Path, runner: StageRunner, run: TrackingRun, 
             started: float, resolved: dict[str, Any]) -> BatchingResult:
     """Write and log a computed batching. ``started``: the run's ``time.perf_counter()`` start;
     ``resolved``: the configuration as a plain dict (the report's record of it)."""
-    import time
-
     config: Stage2Config = catalog["config"]
     quality: QualityReport = catalog["quality"]
     warnings = collect_warnings(catalog)
