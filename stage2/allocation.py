@@ -70,11 +70,17 @@ def allocate_rooms(
     room_types: list[str] | None = None,
     shift_preference_weight: float = 1.0,
     batch_labels: list[str] | None = None,
+    free_slots: np.ndarray | None = None,
+    keep_shift: np.ndarray | None = None,
 ) -> Allocation:
     """Allocate slots to batches.
 
     ``shift_preferences[b, s]`` = members of batch ``b`` preferring ``shifts`` row ``s``.
-    Unplaceable batches are reported in ``warnings`` (INSUFFICIENT_ROOMS under strict).
+    ``free_slots`` (rooms × shifts, rooms in room-id order): the slots that may be used
+    (default all); ``keep_shift[b]``: a shift row batch ``b`` should stay in (-1: none), worth
+    more than any preference or utilisation difference (a re-batch moving a batch whose room
+    closed keeps its shift and takes the closest room). Unplaceable batches are reported in
+    ``warnings`` (INSUFFICIENT_ROOMS under strict).
     """
     n_batches = int(batch_sizes.size)
     rooms = home_rooms(rooms, room_types)
@@ -88,7 +94,8 @@ def allocate_rooms(
 
     if n_batches == 0:
         return Allocation([], [], np.zeros(0, np.int64), "none")
-    chosen = _allocate_flow(batch_sizes, shift_preferences, capacities, usable, len(shift_ids), shift_preference_weight)
+    chosen = _allocate_flow(batch_sizes, shift_preferences, capacities, usable, len(shift_ids), shift_preference_weight,
+                            free_slots, keep_shift)
     method = "min_cost_flow"
 
     room_id: list[str | None] = []
@@ -120,7 +127,7 @@ def allocate_rooms(
     return allocation
 
 
-def _allocate_flow(sizes, prefs, capacities, usable, n_shifts, weight) -> np.ndarray:
+def _allocate_flow(sizes, prefs, capacities, usable, n_shifts, weight, free_slots=None, keep_shift=None) -> np.ndarray:
     """Chosen slot (room index × n_shifts + shift index) per batch, -1 when unplaced."""
     n_batches = sizes.size
     if capacities.size == 0 or n_shifts == 0:
@@ -133,11 +140,18 @@ def _allocate_flow(sizes, prefs, capacities, usable, n_shifts, weight) -> np.nda
     class_use = np.repeat(class_usable, n_shifts)
     class_shift = np.tile(np.arange(n_shifts), class_capacity.size)
     class_count = np.repeat(rooms_in_class, n_shifts)
+    if free_slots is not None:  # free rooms per (capacity class, shift)
+        free = np.zeros((class_capacity.size, n_shifts), dtype=np.int64)
+        np.add.at(free, room_class, free_slots.astype(np.int64))
+        class_count = free.reshape(-1)
 
     b, c = np.nonzero(sizes[:, None] <= class_use[None, :])
     share = prefs[b, class_shift[c]] / np.maximum(sizes[b], 1)
     score = weight * share + sizes[b] / np.maximum(class_cap[c], 1)
     ceiling = weight + 1.0  # no score exceeds it: costs below stay non-negative
+    if keep_shift is not None:
+        score = score + ceiling * (class_shift[c] == keep_shift[b])
+        ceiling *= 2
     class_nodes, sink = n_batches, n_batches + n_classes  # batch nodes are 0 .. n_batches - 1
     solver = min_cost_flow.SimpleMinCostFlow()
     starts = np.concatenate([b, np.arange(n_batches), np.arange(n_classes) + class_nodes])
@@ -162,6 +176,11 @@ def _allocate_flow(sizes, prefs, capacities, usable, n_shifts, weight) -> np.nda
     rooms_by_class = [np.flatnonzero(room_class == k) for k in range(class_capacity.size)]
     for k in range(n_classes):
         members = np.flatnonzero(batch_class == k)
-        rooms = rooms_by_class[k // n_shifts][: members.size]
+        if not members.size:
+            continue
+        rooms = rooms_by_class[k // n_shifts]
+        if free_slots is not None:
+            rooms = rooms[free_slots[rooms, class_shift[k]]]
+        rooms = rooms[: members.size]
         chosen[members] = rooms * n_shifts + class_shift[k]
     return chosen

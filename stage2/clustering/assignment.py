@@ -55,6 +55,10 @@ class SizeModel:
     max_size: int = 0
     #: SSE units per squared student of deviation from ``planned``; ``inf``: exact sizes
     deviation_cost: float = math.inf
+    #: per batch, a soft cap: each student above it costs ``cap_cost`` SSE units more (a
+    #: re-batch's room capacities; flexible sizes only); ``None``: no caps
+    caps: np.ndarray | None = None
+    cap_cost: float = 0.0
 
     @classmethod
     def exact(cls, sizes: np.ndarray) -> SizeModel:
@@ -80,12 +84,17 @@ class SizeModel:
         planned = self.planned[batches]
         if self.is_exact:
             return SizeModel.exact(planned)
-        return SizeModel(planned, self.min_size, self.max_size, self.deviation_cost)
+        caps = None if self.caps is None else self.caps[batches]
+        return SizeModel(planned, self.min_size, self.max_size, self.deviation_cost, caps, self.cap_cost)
 
     def penalty(self, sizes: np.ndarray) -> float:
         if self.is_exact:
             return 0.0
-        return float(self.deviation_cost * np.sum((np.asarray(sizes) - self.planned) ** 2))
+        sizes = np.asarray(sizes)
+        penalty = float(self.deviation_cost * np.sum((sizes - self.planned) ** 2))
+        if self.caps is not None:
+            penalty += float(self.cap_cost * np.sum(np.maximum(sizes - self.caps, 0)))
+        return penalty
 
     def admits(self, sizes: np.ndarray) -> bool:
         sizes = np.asarray(sizes)
@@ -109,8 +118,13 @@ def squared_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 def _slot_costs(model: SizeModel) -> np.ndarray:
     """Flexible sizes: the cost of each batch's students above ``min_size``
-    (:func:`slot_unit_costs`)."""
-    return slot_unit_costs(model.planned.astype(np.int64), model.min_size, model.max_size, float(model.deviation_cost))
+    (:func:`slot_unit_costs`), plus ``cap_cost`` for each one above the batch's cap."""
+    costs = slot_unit_costs(model.planned.astype(np.int64), model.min_size, model.max_size, float(model.deviation_cost))
+    if model.caps is not None and costs.size:
+        student = model.min_size + 1 + np.arange(costs.shape[1])  # the size a slot's student makes
+        over = student[None, :] > np.asarray(model.caps)[:, None]
+        costs = costs + np.int64(np.rint(model.cap_cost * COST_SCALE)) * over
+    return costs
 
 
 @njit(cache=True, nogil=True)
@@ -134,7 +148,7 @@ def _size_arcs(model: SizeModel, first_batch_node: int, sink: int):
     """Arcs batch -> sink carrying the students above ``min_size``, with the convex deviation
     penalty as unit costs (:func:`_slot_costs`)."""
     k, lo, hi = model.n_batches, model.min_size, model.max_size
-    if model.deviation_cost == 0:
+    if model.deviation_cost == 0 and model.caps is None:
         return (first_batch_node + np.arange(k), np.full(k, sink), np.full(k, hi - lo), np.zeros(k, np.int64))
     starts = np.repeat(first_batch_node + np.arange(k), hi - lo)
     return starts, np.full(starts.size, sink), np.ones(starts.size, np.int64), _slot_costs(model).reshape(-1)
@@ -205,13 +219,25 @@ def assign_with_prices(
     (students must travel past full batches); passing the previous round's prices makes the
     first restricted graph nearly right."""
     model = as_size_model(sizes)
-    n_points, n_batches = points.shape[0], centroids.shape[0]
-    total = int(counts.sum())
-    _check_totals(model, total, n_batches)
+    d2 = squared_distances(points, centroids)
+    return assign_costs(np.rint(d2 * COST_SCALE).astype(np.int64), counts, model, n_candidates, batch_prices)
+
+
+def assign_costs(
+    costs: np.ndarray,
+    counts: np.ndarray,
+    model: SizeModel,
+    n_candidates: int | None = None,
+    batch_prices: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`assign_with_prices` on a cost matrix given in cost units (P × B int64, one unit of
+    point p in batch b; squared distances × ``COST_SCALE`` plus whatever else the caller prices,
+    e.g. a re-batch's move penalties): the exact size-constrained min-cost assignment and the
+    batches' prices."""
+    n_points, n_batches = costs.shape
+    _check_totals(model, int(counts.sum()), n_batches)
     if n_batches == 1:
         return counts.reshape(-1, 1).astype(np.int64), None
-    d2 = squared_distances(points, centroids)
-    costs = np.rint(d2 * COST_SCALE).astype(np.int64)
     if (n_candidates is None or n_candidates >= n_batches or n_points * n_batches <= FULL_GRAPH_MAX_ARCS
             or n_batches <= DENSE_MAX_BATCHES):
         return _solve_dense(costs, counts, model, batch_prices)

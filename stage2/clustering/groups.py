@@ -41,6 +41,17 @@ class Clustering:
     workers_peak_mb: float = 0.0
 
 
+def first_position_rank(labels: np.ndarray, n_batches: int, first_batch: int = 0) -> np.ndarray:
+    """``rank[b - first_batch]``: the place of batch ``b`` (of ``first_batch`` .. ``n_batches - 1``)
+    when those batches are ordered by their first student's position in ``labels``."""
+    first = np.full(n_batches - first_batch, np.iinfo(np.int64).max)
+    among = labels >= first_batch
+    np.minimum.at(first, labels[among] - first_batch, np.flatnonzero(among))
+    rank = np.empty(n_batches - first_batch, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(n_batches - first_batch)
+    return rank
+
+
 def size_model(group: GroupPlan, settings: BatchingSettings) -> SizeModel:
     """Flexible sizes within the group's bounds, priced by the weights; exact planned sizes
     for groups whose sizes are already forced (undersized, no feasible count)."""
@@ -109,10 +120,7 @@ def cluster_groups(
     for group in plan.groups:
         labels = labels_of.get(group.group_index, np.zeros(group.n_students, dtype=np.int64))
         # number the group's batches by their first student's position: stable ids
-        first = np.full(group.n_batches, np.iinfo(np.int64).max)
-        np.minimum.at(first, labels, np.arange(group.n_students))
-        rank = np.empty(group.n_batches, dtype=np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(group.n_batches)
+        rank = first_position_rank(labels, group.n_batches)
         batch_of_student[group.student_index] = len(batch_group) + rank[labels]
         batch_group.extend([group.group_index] * group.n_batches)
     return Clustering(batch_of_student, np.asarray(batch_group, dtype=np.int64), workers_peak)
