@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,27 @@ def course_matrix(student_ids: pd.Series, enrollments: pd.DataFrame) -> CourseMa
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
     return CourseMatrix(matrix=matrix, course_ids=np.asarray(course_ids, dtype=object))
+
+
+def course_set_digests(courses: CourseMatrix) -> np.ndarray:
+    """Per student (row of ``courses``), 16 hex digits identifying its set of course ids: the
+    sum modulo 2**64 of a 64-bit BLAKE2b hash of each course id, so equal sets give equal
+    digests whatever the row or column order. A re-batch compares them with the previous run's
+    to find the students whose courses changed."""
+    course_hash = np.array(
+        [int.from_bytes(hashlib.blake2b(str(c).encode("utf-8"), digest_size=8).digest(), "little")
+         for c in courses.course_ids],
+        dtype=np.uint64,
+    )
+    matrix = courses.matrix
+    sums = np.zeros(matrix.shape[0], dtype=np.uint64)
+    nonempty = np.diff(matrix.indptr) > 0
+    if matrix.indices.size:  # uint64 additions wrap: the sums are modulo 2**64
+        sums[nonempty] = np.add.reduceat(course_hash[matrix.indices], matrix.indptr[:-1][nonempty])
+    hex_digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    nibbles = sums.astype(">u8").view(np.uint8).reshape(-1, 8)
+    text = np.stack([hex_digits[nibbles >> 4], hex_digits[nibbles & 15]], axis=2).reshape(-1, 16)
+    return np.frombuffer(text.tobytes(), dtype="S16").astype("U16")
 
 
 def _category_codes(values: pd.Series) -> sp.csr_matrix:

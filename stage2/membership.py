@@ -14,6 +14,8 @@ from stage2.identifiers import batch_id, code_fragment, stable_uuids
 from stage2.sizing import NOT_APPLICABLE, BatchPlan
 
 MEMBERSHIP_STATUS = "ACTIVE"
+#: the membership column after the contract's: each student's course-set digest
+COURSE_SET_COLUMN = "course_set_digest"
 DEFAULT_TENANT = "default"
 
 
@@ -57,10 +59,12 @@ def build_batches(
     timestamp: datetime,
     tenant_id: str | None = None,
     institution_id: str | None = None,
+    codes: list[str] | None = None,
 ) -> pd.DataFrame:
     """One row per batch, columns in contract order, then :data:`EXTRA_BATCH_COLUMNS`: the
     batch's mixable group, its status (``ok``/``undersized``/``no_feasible_count``) and the
-    size bounds in force for it, so the table alone suffices to audit sizes."""
+    size bounds in force for it, so the table alone suffices to audit sizes. ``codes``: the
+    batches' codes (a re-batch keeps the previous ones); default :func:`batch_codes`."""
     n_batches = int(batch_group.size)
     sizes = np.bincount(batch_of_student, minlength=n_batches)
     mode = {
@@ -70,7 +74,7 @@ def build_batches(
     }
     tenants = [tenant_id or t or DEFAULT_TENANT for t in mode["tenant_id"]]
     institutions = [institution_id or i for i in mode["institution_id"]]
-    codes = batch_codes(plan, batch_group)
+    codes = batch_codes(plan, batch_group) if codes is None else codes
     names_by_program = (
         programs.set_index("program_id")["program_name"]
         if "program_name" in programs.columns
@@ -111,9 +115,12 @@ def build_batches(
 
 
 def build_membership(
-    students: pd.DataFrame, batches: pd.DataFrame, batch_of_student: np.ndarray, *, timestamp: datetime
+    students: pd.DataFrame, batches: pd.DataFrame, batch_of_student: np.ndarray, *, timestamp: datetime,
+    course_sets: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per active student, ordered by batch then student position."""
+    """One row per active student, ordered by batch then student position; the contract's
+    columns, then ``course_set_digest`` (:func:`stage2.features.course_set_digests` of each
+    student, from ``course_sets`` in student order), which a later re-batch compares."""
     order = np.lexsort((np.arange(batch_of_student.size), batch_of_student))
     batch_ids = batches["batch_id"].to_numpy()[batch_of_student[order]]
     picked = students.iloc[order]
@@ -132,4 +139,8 @@ def build_membership(
             "is_active": True,
         }
     )
-    return frame[list(MEMBERSHIP_COLUMNS)]
+    columns = list(MEMBERSHIP_COLUMNS)
+    if course_sets is not None:
+        frame[COURSE_SET_COLUMN] = np.asarray(course_sets)[order]
+        columns.append(COURSE_SET_COLUMN)
+    return frame[columns]
