@@ -49,6 +49,8 @@ ERROR_CODES: dict[str, str] = {
     "INVALID_DATE": "use an ISO date (YYYY-MM-DD)",
     "INVALID_VALUE": "correct the value as the rule says",
     "FEATURE_EXTRACTION_ERROR": "give every active student at least one valid course",
+    "PREVIOUS_RUN_INVALID": "point rebatch.previous_run at the output directory of a finished stage2 run",
+    "PREVIOUS_RUN_TENANT": "re-batch against a previous run of the same tenant (or set +institution accordingly)",
     # infeasible (exit 4)
     "INSUFFICIENT_ROOMS": "add rooms or shifts, or allow unplaced batches (strict=false)",
     "CONSTRAINT_VIOLATION": "relax the hard rule or the size bounds for the named group",

@@ -23,6 +23,8 @@ TEXT_COLUMNS = ("batch_name", "student_name", "course_name")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 #: the tables Stage 3 reads, in the order they are written
 STAGE3_TABLES = ("student_batches", "batch_student_membership", "batch_course_enrollment")
+#: a re-batch's table of students who moved, joined or left (written with the Stage 3 tables)
+REBATCH_DIFF_TABLE = "rebatch_diff"
 #: the run's record: metrics, thresholds, groups, warnings, configuration
 QUALITY_REPORT = "quality_report.json"
 #: per-batch quality (coherence, SSE, room use, broken soft rules)
@@ -88,8 +90,9 @@ def write_tables_atomically(output_dir: Path, tables: Mapping[str, pd.DataFrame]
 
 
 def remove_stage3_tables(output_dir: Path) -> None:
-    """Delete any Stage 3 CSV in ``output_dir`` (a failed run must leave none)."""
-    for name in STAGE3_TABLES:
+    """Delete any Stage 3 CSV (and ``rebatch_diff.csv``) in ``output_dir`` (a failed run must
+    leave none)."""
+    for name in (*STAGE3_TABLES, REBATCH_DIFF_TABLE):
         (output_dir / f"{name}.csv").unlink(missing_ok=True)
 
 

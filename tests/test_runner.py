@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from stage2.checkpoints import CheckpointStore
-from stage2.pipeline import BATCHING_STAGES, STEPS
+from stage2.config.schema import Stage2Config
+from stage2.pipeline import BATCHING_STAGES, REBATCH_STAGES, stage_table, steps
 from stage2.pipeline.runner import Stage, StageRunner, check_wiring
 from stage2.pipeline.stages import DRY_RUN_STAGES
 
@@ -14,10 +15,24 @@ from stage2.pipeline.stages import DRY_RUN_STAGES
 def test_the_pipeline_tables_are_wired():
     check_wiring(BATCHING_STAGES, ["config", "input_dir", "run"])
     check_wiring(DRY_RUN_STAGES, ["config", "input_dir", "run"])
+    check_wiring(REBATCH_STAGES, ["config", "input_dir", "run"])
     assert [s.name for s in BATCHING_STAGES[:len(DRY_RUN_STAGES)]] == [s.name for s in DRY_RUN_STAGES]
-    assert STEPS == ("validation", "configuration", "sizing", "clustering", "allocation", "membership",
-                     "enrollment", "metrics", "outputs", "reports")
+    fresh = Stage2Config()
+    assert steps(fresh) == ["validation", "configuration", "sizing", "clustering", "allocation", "membership",
+                            "enrollment", "metrics", "outputs", "reports"]
     assert {s.name for s in BATCHING_STAGES if s.checkpoint} == {"sizing", "clustering", "allocation"}
+
+
+def test_the_configuration_chooses_the_table():
+    config = Stage2Config()
+    assert stage_table(config) is BATCHING_STAGES
+    config.rebatch.previous_run = "previous"
+    assert stage_table(config) is REBATCH_STAGES
+    assert steps(config)[2:5] == ["previous_run", "sizing", "classification"]
+    # a re-batch reads its previous run afresh: only the plan, which does not depend on it, is checkpointed
+    assert {s.name for s in REBATCH_STAGES if s.checkpoint} == {"sizing"}
+    config.dry_run = True
+    assert stage_table(config) is DRY_RUN_STAGES
 
 
 def test_wiring_names_the_missing_input_and_the_duplicate_output():

@@ -195,6 +195,41 @@ class ReportConfig:
 
 
 @dataclass
+class RebatchConfig:
+    """Re-batching against a previous run (``rebatch.previous_run=DIR``): keep its batches and
+    move as few students as possible. Penalties are in the clustering objective's units (course
+    SSE: a student's squared distance to its batch's mean course vector, at most its number of
+    courses plus the soft-rule terms)."""
+
+    #: a previous run's output directory (its ``student_batches.csv`` and
+    #: ``batch_student_membership.csv``); ``None``: a fresh run
+    previous_run: str | None = None
+    #: objective units per unchanged student placed outside its previous batch: above what a
+    #: student can gain by moving on realistic data, so unchanged students stay unless the size
+    #: bounds force a move (experiments/rebatching)
+    move_penalty: float = 4.0
+    #: the same for a student whose course set changed (it may move where its new courses are)
+    changed_move_penalty: float = 0.5
+    #: objective units per student a kept batch has beyond its room's seats: it keeps its room
+    #: unless placing the student elsewhere costs more than this
+    room_overflow_penalty: float = 4.0
+    #: unchanged students never move (their batch keeps them even against the objective)
+    freeze_unchanged: bool = False
+    #: at most this many unchanged students move (``None``: no cap); met by raising their move
+    #: penalty ``cap_penalty_factor``-fold per round, then freezing them
+    max_moved: int | None = None
+    #: growth of the move penalty per round while ``max_moved`` is exceeded
+    cap_penalty_factor: float = 4.0
+    #: rounds of penalty growth before unchanged students are frozen
+    cap_rounds: int = 4
+    #: a file of student ids (one per line, or a CSV with a ``student_id`` column) who stay in
+    #: their previous batch whatever the objective says
+    pinned: str | None = None
+    #: also run a fresh clustering and report its objective for reference (doubles the time)
+    fresh_reference: bool = False
+
+
+@dataclass
 class InstitutionConfig:
     """Who the run is for; set by ``+institution=NAME``."""
 
@@ -217,6 +252,7 @@ class Stage2Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    rebatch: RebatchConfig = field(default_factory=RebatchConfig)
     institution: InstitutionConfig | None = None
     seed: int = 0
     #: turn warnings (undersized group, unplaced batch, ...) into errors

@@ -30,21 +30,32 @@ from omegaconf.errors import InterpolationResolutionError
 from stage2 import __version__
 from stage2.checkpoints import CheckpointStore, checkpoint_key
 from stage2.config import register_configs, register_resolvers
-from stage2.config.schema import to_stage2_config
+from stage2.config.schema import Stage2Config, to_stage2_config
 from stage2.errors import Stage2Error
 from stage2.locations import config_dir as stage2_config_dir
 from stage2.outputs import ERRORS_FILE, RESOLVED_CONFIG, remove_stage3_tables, write_json
 from stage2.pipeline.publish import PUBLISH_STEPS, BatchingResult, publish, publish_dry_run
 from stage2.pipeline.runner import Catalog, Stage, StageRunner
-from stage2.pipeline.stages import BATCHING_STAGES, DRY_RUN_STAGES
+from stage2.pipeline.stages import BATCHING_STAGES, DRY_RUN_STAGES, REBATCH_STAGES
 from stage2.reporting import AuditFailed, stage_progress
 from stage2.runlog import audit, run_logging
 from stage2.tracking import tracking_run
 
-__all__ = ["BATCHING_STAGES", "BatchingResult", "Stage", "StageRunner", "load_config", "process_student_batching"]
+__all__ = ["BATCHING_STAGES", "REBATCH_STAGES", "BatchingResult", "Stage", "StageRunner", "load_config",
+           "process_student_batching", "stage_table", "steps"]
 
-#: every step of a run, in order (the progress display)
-STEPS = tuple(stage.name for stage in BATCHING_STAGES) + PUBLISH_STEPS
+
+def stage_table(cfg: DictConfig | Stage2Config) -> tuple[Stage, ...]:
+    """The stages a configuration runs: the plan only (``dry_run``), a re-batch against
+    ``rebatch.previous_run``, or a fresh batching."""
+    if cfg.dry_run:
+        return DRY_RUN_STAGES
+    return REBATCH_STAGES if cfg.rebatch.previous_run else BATCHING_STAGES
+
+
+def steps(cfg: DictConfig | Stage2Config) -> list[str]:
+    """Every step of a run, in order (the progress display)."""
+    return [stage.name for stage in stage_table(cfg)] + ([] if cfg.dry_run else list(PUBLISH_STEPS))
 
 
 def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
@@ -110,7 +121,7 @@ def process_student_batching(
     context: dict[str, Any] = {"run_dir": str(out)}
     with run_logging(out, context):
         try:
-            with stage_progress(list(STEPS)) as progress:
+            with stage_progress(steps(cfg)) as progress:
                 return _run(cfg, out, context, progress)
         except BaseException as exc:
             if not isinstance(exc, AuditFailed):
@@ -165,7 +176,7 @@ def _run(cfg: DictConfig, out: Path, context: dict[str, Any], progress: Any) -> 
             return CheckpointStore(out, checkpoint_key(resolved, catalog["data"].digest))
 
         runner = StageRunner(progress, checkpoints=checkpoints, resume=config.resume)
-        stages = DRY_RUN_STAGES if config.dry_run else BATCHING_STAGES
+        stages = stage_table(config)
         catalog = runner.run(stages, {"config": config, "input_dir": input_dir, "run": run})
         if config.dry_run:
             return publish_dry_run(catalog, out, runner, run, context)

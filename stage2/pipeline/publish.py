@@ -27,6 +27,7 @@ from stage2.metrics import QualityReport
 from stage2.outputs import (
     BATCH_QUALITY,
     QUALITY_REPORT,
+    REBATCH_DIFF_TABLE,
     RESOLVED_CONFIG,
     VALIDATION_REPORT,
     formula_like_ids,
@@ -74,6 +75,8 @@ def collect_warnings(catalog: Catalog) -> list[str]:
     formulas."""
     data: InstitutionData = catalog["data"]
     warnings = list(data.warnings) + list(catalog["settings"].warnings) + catalog["plan"].warnings
+    if "rebatch_plan" in catalog:
+        warnings += catalog["rebatch_plan"].warnings + catalog["rebatching"].warnings
     warnings += catalog["allocation"].warnings
     risky = (formula_like_ids(catalog["membership"], ["student_id", "program_id"])
              + formula_like_ids(catalog["batches"], ["program_id"]))
@@ -92,12 +95,15 @@ def publish(catalog: Catalog, out: Path, runner: StageRunner, run: TrackingRun, 
     warnings = collect_warnings(catalog)
     context["warnings"] = warnings
 
+    tables = {
+        "student_batches": catalog["batches"],
+        "batch_student_membership": catalog["membership"],
+        "batch_course_enrollment": catalog["batch_courses"],
+    }
+    if "rebatch" in catalog:
+        tables[REBATCH_DIFF_TABLE] = catalog["rebatch"].diff
     with runner.timed("outputs"):
-        files = write_tables_atomically(out, {
-            "student_batches": catalog["batches"],
-            "batch_student_membership": catalog["membership"],
-            "batch_course_enrollment": catalog["batch_courses"],
-        })
+        files = write_tables_atomically(out, tables)
         (out / BATCH_QUALITY).write_text(quality.batch_quality.to_csv(index=False))
 
     for message in warnings:
@@ -110,10 +116,15 @@ def publish(catalog: Catalog, out: Path, runner: StageRunner, run: TrackingRun, 
         quality.metrics[f"runtime_s.{stage}"] = seconds
     report = quality_report(catalog, run.run_id, warnings, resolved)
     report["resumed_from"] = runner.resumed_from
+    if "rebatch" in catalog:
+        report["rebatch"] = rebatch_section(catalog)
     files.append(write_json(out / QUALITY_REPORT, report))
     log_summary(quality, out)
 
     run.log_metrics(quality.metrics)
+    if "rebatch" in catalog:
+        run.log_metrics({f"rebatch.{name}": value for name, value in catalog["rebatch"].metrics.items()
+                         if isinstance(value, (int, float))})
     run.set_tags({"passed_thresholds": quality.passed, "n_warnings": len(warnings)})
     data: InstitutionData = catalog["data"]
     institution_name = config.institution.name if config.institution else None
@@ -232,6 +243,23 @@ def quality_report(catalog: Catalog, run_id: str | None, warnings: list[str],
         "rule_breaches": quality.rule_breaches,
         "warnings": warnings,
         "config": resolved,
+    }
+
+
+def rebatch_section(catalog: Catalog) -> dict[str, Any]:
+    """The ``rebatch`` section of ``quality_report.json``: the figures, the dissolved batches
+    and the settings that shaped the moves."""
+    config: Stage2Config = catalog["config"]
+    outcome = catalog["rebatch"]
+    rebatching = catalog["rebatching"]
+    return {
+        "previous_run": str(catalog["previous"].directory),
+        **outcome.metrics,
+        "dissolved_batches": outcome.dissolved,
+        "move_penalty": config.rebatch.move_penalty,
+        "changed_move_penalty": config.rebatch.changed_move_penalty,
+        "penalty_factor": rebatching.penalty_factor,
+        "frozen_groups": rebatching.frozen_groups,
     }
 
 

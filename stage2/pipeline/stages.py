@@ -16,16 +16,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stage2.allocation import Allocation, allocate_rooms, home_rooms
+from stage2.allocation import Allocation, allocate_rooms, capacity_threshold, home_rooms
 from stage2.clustering.groups import Clustering, cluster_groups
 from stage2.config import BatchingSettings, build_settings
 from stage2.config.schema import Stage2Config
+from stage2.config.settings import seats_admitted
 from stage2.contract import InstitutionData, load_institution, validate_output_tables
+from stage2.contract.csvio import string_positions
 from stage2.contract.invariants import check_invariants
 from stage2.enrollment import build_batch_course_enrollment
-from stage2.membership import build_batches, build_membership
+from stage2.features import course_matrix, course_set_digests
+from stage2.membership import COURSE_SET_COLUMN, DEFAULT_TENANT, build_batches, build_membership
 from stage2.metrics import QualityReport, compute_quality
 from stage2.pipeline.runner import Catalog, Stage
+from stage2.rebatching import (
+    CHANGED,
+    FORCED,
+    NEW,
+    UNCHANGED,
+    PreviousRun,
+    Rebatching,
+    RebatchOutcome,
+    RebatchPlan,
+    course_sse,
+    keep_rooms,
+    load_previous_run,
+    pinned_ids,
+    plan_rebatch,
+    rebatch_clustering,
+    rebatch_codes,
+    rebatch_outcome,
+)
+from stage2.rebatching.previous import MEMBERSHIP as MEMBERSHIP_FILE
 from stage2.runlog import audit
 from stage2.sizing import BatchPlan, plan_batches
 
@@ -90,7 +112,9 @@ def assign_members(data: InstitutionData, clustering: Clustering, plan: BatchPla
         timestamp=settings.as_of, tenant_id=institution.tenant_id if institution else None,
         institution_id=institution.institution_id if institution else None,
     )
-    membership = build_membership(data.active_students, batches, clustering.batch_of_student, timestamp=settings.as_of)
+    course_sets = course_set_digests(course_matrix(data.active_students["student_id"], data.active_enrollments))
+    membership = build_membership(data.active_students, batches, clustering.batch_of_student, timestamp=settings.as_of,
+                                  course_sets=course_sets)
     return batches, membership
 
 
@@ -158,4 +182,165 @@ BATCHING_STAGES: tuple[Stage, ...] = DRY_RUN_STAGES + (
           ("batches", "membership")),
     Stage("enrollment", enroll, ("batches", "membership", "data", "settings"), ("batch_courses",)),
     Stage("metrics", measure, ("batches", "membership", "batch_courses", "data", "settings", "config"), ("quality",)),
+)
+
+
+# ----------------------------------------------------------------------------- re-batching
+
+
+def this_run_tenants(config: Stage2Config, data: InstitutionData) -> set[str]:
+    """The tenant ids this run's batches get (:func:`stage2.membership.build_batches`)."""
+    if config.institution and config.institution.tenant_id:
+        return {config.institution.tenant_id}
+    active = data.active_students
+    if "tenant_id" not in active.columns:
+        return {DEFAULT_TENANT}
+    return set(active["tenant_id"].astype("string").fillna(DEFAULT_TENANT).unique().tolist())
+
+
+def read_previous(config: Stage2Config, data: InstitutionData) -> PreviousRun:
+    """The previous run named by ``rebatch.previous_run`` (checked; same tenant)."""
+    return load_previous_run(str(config.rebatch.previous_run), tenants=this_run_tenants(config, data))
+
+
+def read_pinned(path: str | None, active_ids: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Per active student, whether ``rebatch.pinned`` names it; warnings for unknown ids."""
+    if not path:
+        return np.zeros(len(active_ids), dtype=bool), []
+    ids = pinned_ids(Path(path))
+    known = active_ids.astype(str)
+    unknown = sorted(set(ids) - set(known))
+    warnings = [f"rebatch.pinned: {len(unknown)} id(s) are not active students: {', '.join(unknown[:10])}"
+                f"{' ...' if len(unknown) > 10 else ''}"] if unknown else []
+    return known.isin(ids).to_numpy(), warnings
+
+
+def previous_room_seats(previous: PreviousRun, rooms: pd.DataFrame, settings: BatchingSettings) -> np.ndarray:
+    """Per previous batch, the seats of its room if that is still a home room, else -1."""
+    position = string_positions(previous.batches["room_id"].astype("string").fillna(""), rooms["room_id"])
+    seats = seats_admitted(rooms["capacity"].to_numpy(dtype=np.int64), capacity_threshold(settings))
+    return np.where(position >= 0, np.asarray(seats, dtype=np.int64)[np.maximum(position, 0)], -1)
+
+
+def classify(data: InstitutionData, plan: BatchPlan, settings: BatchingSettings, rooms: pd.DataFrame,
+             previous: PreviousRun, config: Stage2Config) -> RebatchPlan:
+    """Each active student's class and each group's kept, new and dissolved batches
+    (:func:`stage2.rebatching.plan.plan_rebatch`)."""
+    active = data.active_students
+    student_ids = active["student_id"].astype(str)
+    previous_batch = string_positions(student_ids, previous.membership["student_id"])
+    previous_batch = np.where(previous_batch >= 0, previous.batch_row[np.maximum(previous_batch, 0)], -1)
+    warnings: list[str] = []
+    if previous.has_course_sets:
+        digests = course_set_digests(course_matrix(active["student_id"], data.active_enrollments))
+        old = previous.membership.set_index(previous.membership["student_id"].astype(str))[COURSE_SET_COLUMN]
+        old_digest = old.reindex(student_ids).astype("string").fillna("").to_numpy()
+        courses_changed = (previous_batch >= 0) & (old_digest != digests)
+    else:
+        courses_changed = np.zeros(len(active), dtype=bool)
+        warnings.append(f"the previous run's {MEMBERSHIP_FILE} has no {COURSE_SET_COLUMN} column (a run of an "
+                        "older stage2): course changes are not detected, returning students count as unchanged")
+    pinned, pin_warnings = read_pinned(config.rebatch.pinned, active["student_id"])
+    seats = previous_room_seats(previous, rooms, settings) if config.resources.allocate_rooms else None
+    rebatch_plan = plan_rebatch(active, plan, settings, previous_batch, courses_changed, len(previous.batches), pinned,
+                                seats, config.rebatch.room_overflow_penalty)
+    rebatch_plan.warnings[:0] = warnings + pin_warnings
+    audit("rebatch_classified", "re-batch against %s: %d unchanged, %d changed, %d new, %d forced; %d batches "
+          "dissolved", previous.directory, rebatch_plan.count(UNCHANGED), rebatch_plan.count(CHANGED),
+          rebatch_plan.count(NEW), rebatch_plan.count(FORCED), len(rebatch_plan.dissolved),
+          unchanged=rebatch_plan.count(UNCHANGED), changed=rebatch_plan.count(CHANGED), new=rebatch_plan.count(NEW),
+          forced=rebatch_plan.count(FORCED), dissolved=len(rebatch_plan.dissolved))
+    return rebatch_plan
+
+
+def recluster(data: InstitutionData, plan: BatchPlan, rebatch_plan: RebatchPlan, settings: BatchingSettings,
+              config: Stage2Config) -> tuple[Rebatching, Clustering]:
+    rebatching = rebatch_clustering(data.active_students, data.active_enrollments, plan, rebatch_plan, settings, config)
+    return rebatching, rebatching.clustering
+
+
+def _batch_labels(clustering: Clustering, plan: BatchPlan) -> list[str]:
+    number_in_group = np.arange(clustering.batch_group.size) - np.searchsorted(clustering.batch_group,
+                                                                                clustering.batch_group)
+    return [f"{plan.label(plan.groups[g])} batch {j + 1}"
+            for g, j in zip(clustering.batch_group, number_in_group, strict=True)]
+
+
+def reallocate(rebatching: Rebatching, plan: BatchPlan, data: InstitutionData, rooms: pd.DataFrame,
+               settings: BatchingSettings, previous: PreviousRun, config: Stage2Config) -> Allocation:
+    """Kept batches keep their (room, shift); the rest are allocated among the free slots
+    (:func:`stage2.rebatching.identity.keep_rooms`)."""
+    clustering = rebatching.clustering
+    n_batches = int(clustering.batch_group.size)
+    if not config.resources.allocate_rooms:
+        return Allocation([None] * n_batches, [None] * n_batches, np.zeros(n_batches, np.int64), "off")
+    sizes = np.bincount(clustering.batch_of_student, minlength=n_batches)
+    preferences = shift_preference_counts(data.active_students, clustering.batch_of_student, n_batches, data.shifts)
+    allocation = keep_rooms(sizes, rebatching.previous_row, previous, preferences, rooms, data.shifts, settings,
+                            shift_preference_weight=config.resources.shift_preference_weight,
+                            batch_labels=_batch_labels(clustering, plan))
+    audit("allocation", "allocation (%s): %d of %d batches placed", allocation.method, int(allocation.placed.sum()),
+          n_batches, method=allocation.method, placed=int(allocation.placed.sum()), n_batches=n_batches)
+    return allocation
+
+
+def reassign_members(data: InstitutionData, rebatching: Rebatching, plan: BatchPlan, allocation: Allocation,
+                     previous: PreviousRun, settings: BatchingSettings,
+                     config: Stage2Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``student_batches`` and ``batch_student_membership`` with the kept batches' codes (and
+    ids); a student who stays in its batch keeps its membership's assignment time."""
+    clustering = rebatching.clustering
+    codes = rebatch_codes(plan, clustering.batch_group, rebatching.previous_row, previous)
+    institution = config.institution
+    batches = build_batches(
+        data.active_students, data.programs, clustering.batch_of_student, clustering.batch_group, plan, allocation,
+        timestamp=settings.as_of, tenant_id=institution.tenant_id if institution else None,
+        institution_id=institution.institution_id if institution else None, codes=codes,
+    )
+    course_sets = course_set_digests(course_matrix(data.active_students["student_id"], data.active_enrollments))
+    membership = build_membership(data.active_students, batches, clustering.batch_of_student, timestamp=settings.as_of,
+                                  course_sets=course_sets)
+    old = previous.membership
+    for column in ("assignment_timestamp", "enrollment_date"):
+        if column in old.columns:
+            before = old.set_index(old["batch_id"].astype(str) + "\x1f" + old["student_id"].astype(str))[column]
+            kept = before.reindex(membership["batch_id"].astype(str) + "\x1f" + membership["student_id"].astype(str))
+            membership[column] = kept.where(kept.notna(), membership[column].to_numpy()).to_numpy()
+    return batches, membership
+
+
+def compare_with_previous(data: InstitutionData, rebatching: Rebatching, rebatch_plan: RebatchPlan,
+                          batches: pd.DataFrame, previous: PreviousRun, plan: BatchPlan, settings: BatchingSettings,
+                          config: Stage2Config) -> RebatchOutcome:
+    """``rebatch_diff.csv`` and the ``rebatch`` report figures; with ``rebatch.fresh_reference``
+    also a fresh clustering's course SSE."""
+    courses = course_matrix(data.active_students["student_id"], data.active_enrollments).matrix
+    fresh_sse = None
+    if config.rebatch.fresh_reference:
+        fresh = cluster(data, plan, settings, config)
+        fresh_sse = course_sse(courses, fresh.batch_of_student)
+    return rebatch_outcome(data.students, data.active_students, courses, batches,
+                           rebatching.clustering.batch_of_student, rebatching.previous_row, rebatch_plan, previous,
+                           fresh_course_sse=fresh_sse)
+
+
+#: a re-batch against ``rebatch.previous_run``: the previous run is read after the input, the
+#: students classified after sizing; clustering, allocation and membership keep what they can
+REBATCH_STAGES: tuple[Stage, ...] = (
+    DRY_RUN_STAGES[0],
+    DRY_RUN_STAGES[1],
+    Stage("previous_run", read_previous, ("config", "data"), ("previous",)),
+    DRY_RUN_STAGES[2],
+    Stage("classification", classify, ("data", "plan", "settings", "rooms", "previous", "config"),
+          ("rebatch_plan",)),
+    Stage("clustering", recluster, ("data", "plan", "rebatch_plan", "settings", "config"),
+          ("rebatching", "clustering")),
+    Stage("allocation", reallocate, ("rebatching", "plan", "data", "rooms", "settings", "previous", "config"),
+          ("allocation",)),
+    Stage("membership", reassign_members, ("data", "rebatching", "plan", "allocation", "previous", "settings",
+                                           "config"), ("batches", "membership")),
+    BATCHING_STAGES[-2],
+    BATCHING_STAGES[-1],
+    Stage("comparison", compare_with_previous, ("data", "rebatching", "rebatch_plan", "batches", "previous", "plan",
+                                                "settings", "config"), ("rebatch",)),
 )
