@@ -222,6 +222,14 @@ def previous_room_seats(previous: PreviousRun, rooms: pd.DataFrame, settings: Ba
     return np.where(position >= 0, np.asarray(seats, dtype=np.int64)[np.maximum(position, 0)], -1)
 
 
+def previous_groups(previous: PreviousRun) -> np.ndarray | None:
+    """Per previous batch, its mixable group's label (``group_key``, which stage2 writes), or
+    ``None`` when the previous run lacks the column."""
+    if "group_key" not in previous.batches.columns:
+        return None
+    return previous.batches["group_key"].astype("string").fillna("").to_numpy(dtype=object)
+
+
 def classify(data: InstitutionData, plan: BatchPlan, settings: BatchingSettings, rooms: pd.DataFrame,
              previous: PreviousRun, config: Stage2Config) -> RebatchPlan:
     """Each active student's class and each group's kept, new and dissolved batches
@@ -243,7 +251,7 @@ def classify(data: InstitutionData, plan: BatchPlan, settings: BatchingSettings,
     pinned, pin_warnings = read_pinned(config.rebatch.pinned, active["student_id"])
     seats = previous_room_seats(previous, rooms, settings) if config.resources.allocate_rooms else None
     rebatch_plan = plan_rebatch(active, plan, settings, previous_batch, courses_changed, len(previous.batches), pinned,
-                                seats, config.rebatch.room_overflow_penalty)
+                                seats, config.rebatch.room_overflow_penalty, previous_groups(previous))
     rebatch_plan.warnings[:0] = warnings + pin_warnings
     audit("rebatch_classified", "re-batch against %s: %d unchanged, %d changed, %d new, %d forced; %d batches "
           "dissolved", previous.directory, rebatch_plan.count(UNCHANGED), rebatch_plan.count(CHANGED),

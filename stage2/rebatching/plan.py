@@ -34,6 +34,8 @@ COURSES_CHANGED = "course_set_changed"
 GROUP_CHANGED = "group_changed"
 BATCH_DISSOLVED = "batch_dissolved"
 NO_STUDENTS_LEFT = "no_students_left"
+#: none of the batch's students is in its group any more (e.g. they all moved up a semester)
+GROUP_GONE = "group_gone"
 GROUP_SHRANK = "group_below_min"
 
 
@@ -139,6 +141,7 @@ def plan_rebatch(
     pinned: np.ndarray,
     room_seats: np.ndarray | None = None,
     room_overflow_penalty: float = 0.0,
+    previous_groups: np.ndarray | None = None,
 ) -> RebatchPlan:
     """Classify the active students and choose each group's batches.
 
@@ -147,14 +150,21 @@ def plan_rebatch(
     run's; ``n_previous``: rows of the previous ``student_batches``; ``pinned``: per active
     student, whether ``rebatch.pinned`` names it; ``room_seats``: per previous batch, the
     seats of its room if it is still a home room (-1: none), each student above them priced
-    ``room_overflow_penalty``.
+    ``room_overflow_penalty``; ``previous_groups``: per previous batch, the label of its mixable
+    group (``student_batches.group_key``): the batch belongs to the group of that label now, and
+    when no group has it any more the batch is dissolved and its students forced (without the
+    labels, the group most of its students are in now).
     """
     seats = np.full(n_previous, -1, dtype=np.int64) if room_seats is None else np.asarray(room_seats, np.int64)
     n = len(active)
     group_of_student = np.empty(n, dtype=np.int64)
     for group in plan.groups:
         group_of_student[group.student_index] = group.group_index
-    batch_group = _mode_group(previous_batch, group_of_student, n_previous)
+    if previous_groups is None:
+        batch_group = _mode_group(previous_batch, group_of_student, n_previous)
+    else:
+        labels = {plan.label(group): group.group_index for group in plan.groups}
+        batch_group = np.array([labels.get(str(label), -1) for label in previous_groups], dtype=np.int64)
 
     student_class = np.full(n, UNCHANGED, dtype=object)
     reason = np.full(n, "", dtype=object)
@@ -166,9 +176,12 @@ def plan_rebatch(
     student_class[moved_group] = FORCED
     reason[moved_group] = GROUP_CHANGED
 
-    dissolved: dict[int, str] = {row: NO_STUDENTS_LEFT for row in np.flatnonzero(batch_group < 0).tolist()}
     # students still in their previous batch's group, per previous batch
     staying_all = np.bincount(previous_batch[returning & ~moved_group], minlength=n_previous)
+    has_students = np.bincount(previous_batch[returning], minlength=n_previous) > 0
+    batch_group = np.where(staying_all > 0, batch_group, -1)  # a batch nobody stays in is dissolved
+    dissolved: dict[int, str] = {row: GROUP_GONE if has_students[row] else NO_STUDENTS_LEFT
+                                 for row in np.flatnonzero(batch_group < 0).tolist()}
     groups: list[GroupRebatch] = []
     for group in plan.groups:
         candidates = np.flatnonzero(batch_group == group.group_index)
