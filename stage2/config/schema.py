@@ -207,9 +207,9 @@ class RebatchConfig:
     #: objective units per unchanged student placed outside its previous batch: above what a
     #: student can gain by moving on realistic data, so unchanged students stay unless the size
     #: bounds force a move (experiments/rebatching)
-    move_penalty: float = 4.0
+    move_penalty: float = 0.5
     #: the same for a student whose course set changed (it may move where its new courses are)
-    changed_move_penalty: float = 0.5
+    changed_move_penalty: float = 0.25
     #: objective units per student a kept batch has beyond its room's seats: it keeps its room
     #: unless placing the student elsewhere costs more than this
     room_overflow_penalty: float = 4.0
