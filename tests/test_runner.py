@@ -31,7 +31,9 @@ def test_the_configuration_chooses_the_table():
     assert steps(config)[2:5] == ["previous_run", "sizing", "classification"]
     # a re-batch reads its previous run afresh: only the plan, which does not depend on it, is checkpointed
     assert {s.name for s in REBATCH_STAGES if s.checkpoint} == {"sizing"}
-    config.dry_run = True
+    config.dry_run = True  # a dry run of a re-batch checks the previous run too
+    assert [s.name for s in stage_table(config)] == ["validation", "configuration", "previous_run", "sizing"]
+    config.rebatch.previous_run = None
     assert stage_table(config) is DRY_RUN_STAGES
 
 

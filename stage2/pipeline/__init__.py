@@ -36,7 +36,7 @@ from stage2.locations import config_dir as stage2_config_dir
 from stage2.outputs import ERRORS_FILE, RESOLVED_CONFIG, remove_stage3_tables, write_json
 from stage2.pipeline.publish import PUBLISH_STEPS, BatchingResult, publish, publish_dry_run
 from stage2.pipeline.runner import Catalog, Stage, StageRunner
-from stage2.pipeline.stages import BATCHING_STAGES, DRY_RUN_STAGES, REBATCH_STAGES
+from stage2.pipeline.stages import BATCHING_STAGES, DRY_RUN_STAGES, REBATCH_DRY_RUN_STAGES, REBATCH_STAGES
 from stage2.reporting import AuditFailed, stage_progress
 from stage2.runlog import audit, run_logging
 from stage2.tracking import tracking_run
@@ -48,9 +48,9 @@ __all__ = ["BATCHING_STAGES", "REBATCH_STAGES", "BatchingResult", "Stage", "Stag
 def stage_table(cfg: DictConfig | Stage2Config) -> tuple[Stage, ...]:
     """The stages a configuration runs: the plan only (``dry_run``), a re-batch against
     ``rebatch.previous_run``, or a fresh batching."""
-    if cfg.dry_run:
-        return DRY_RUN_STAGES
-    return REBATCH_STAGES if cfg.rebatch.previous_run else BATCHING_STAGES
+    if cfg.rebatch.previous_run:
+        return REBATCH_DRY_RUN_STAGES if cfg.dry_run else REBATCH_STAGES
+    return DRY_RUN_STAGES if cfg.dry_run else BATCHING_STAGES
 
 
 def steps(cfg: DictConfig | Stage2Config) -> list[str]:

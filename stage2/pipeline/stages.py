@@ -332,13 +332,16 @@ def compare_with_previous(data: InstitutionData, rebatching: Rebatching, rebatch
                            fresh_course_sse=fresh_sse)
 
 
-#: a re-batch against ``rebatch.previous_run``: the previous run is read after the input, the
-#: students classified after sizing; clustering, allocation and membership keep what they can
-REBATCH_STAGES: tuple[Stage, ...] = (
+#: a re-batch against ``rebatch.previous_run``: the previous run is read (and checked, also in a
+#: dry run) after the input, the students classified after sizing; clustering, allocation and
+#: membership keep what they can
+REBATCH_DRY_RUN_STAGES: tuple[Stage, ...] = (
     DRY_RUN_STAGES[0],
     DRY_RUN_STAGES[1],
     Stage("previous_run", read_previous, ("config", "data"), ("previous",)),
     DRY_RUN_STAGES[2],
+)
+REBATCH_STAGES: tuple[Stage, ...] = REBATCH_DRY_RUN_STAGES + (
     Stage("classification", classify, ("data", "plan", "settings", "rooms", "previous", "config"),
           ("rebatch_plan",)),
     Stage("clustering", recluster, ("data", "plan", "rebatch_plan", "settings", "config"),
