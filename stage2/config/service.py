@@ -12,6 +12,13 @@ BATCHING_OVERRIDE_KEYS = (
     "batch_size", "weights", "algorithm", "constraints", "seed", "strict", "dry_run", "enrollment",
     "resources", "report", "as_of",
 )
+#: override keys a submission may set as they are, without sub-keys: the re-batching settings
+#: that are numbers or switches. ``rebatch.previous_run`` and ``rebatch.pinned`` name server
+#: paths and stay out: a re-batch names its previous run by id (``previous_run_id``).
+EXACT_OVERRIDE_KEYS = (
+    "rebatch.move_penalty", "rebatch.changed_move_penalty", "rebatch.room_overflow_penalty",
+    "rebatch.freeze_unchanged", "rebatch.max_moved", "rebatch.fresh_reference",
+)
 
 
 @dataclass
@@ -51,6 +58,9 @@ class ServiceConfig:
     max_page_size: int = 200
     #: override keys a submission may set (see :data:`BATCHING_OVERRIDE_KEYS`)
     allowed_override_keys: list[str] = field(default_factory=lambda: list(BATCHING_OVERRIDE_KEYS))
+    #: override keys a submission may set exactly, not their sub-keys (see
+    #: :data:`EXACT_OVERRIDE_KEYS`)
+    allowed_exact_override_keys: list[str] = field(default_factory=lambda: list(EXACT_OVERRIDE_KEYS))
     log_level: str = "info"
 
 

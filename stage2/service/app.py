@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from stage2 import __version__
 from stage2.config.service import ServiceConfig
+from stage2.outputs import STAGE3_TABLES
 from stage2.service import runfiles
 from stage2.service.executor import Executor, ServicePaths
 from stage2.service.metrics import ServiceMetrics
@@ -40,7 +42,9 @@ from stage2.service.store import (
     FINAL_STATUSES,
     QUEUED,
     STATUSES,
+    SUCCEEDED,
     IdempotencyConflict,
+    PreviousRunGone,
     QueueFull,
     RunRecord,
     RunStore,
@@ -49,6 +53,13 @@ from stage2.service.store import (
 from stage2.tracking.mlflow_tracking import ensure_experiment
 
 _CHUNK = 1 << 20
+#: what ``previous_run_id`` means, in the JSON and the multipart submission
+PREVIOUS_RUN_ID_DOC = ("re-batch against this earlier run of the service (it must have SUCCEEDED, not as a dry "
+                       "run): keep its batches and move as few students as possible; the run also writes "
+                       "rebatch_diff.csv. Needs the read scope as well. Unknown: 404 PREVIOUS_RUN_NOT_FOUND; "
+                       "not usable: 409 PREVIOUS_RUN_NOT_USABLE")
+#: the dry-run override switched on (``dry_run=true``, ``+dry_run=yes``, ...)
+_DRY_RUN = re.compile(r"^\+{0,2}dry_run=\s*(true|yes|on|1)\s*$", re.IGNORECASE)
 #: largest JSON submission body, in bytes (it names a directory and some overrides)
 MAX_JSON_BYTES = 1 << 20
 
@@ -79,6 +90,7 @@ class Run(BaseModel):
     error: RunError | None = None
     resumes: int = Field(0, description="times the run was resumed after a service restart")
     cancel_requested: bool = False
+    previous_run_id: str | None = Field(None, description="a re-batch: the run it re-batches against")
     links: dict[str, str] = Field(default_factory=dict)
 
 
@@ -90,6 +102,7 @@ class RunPage(BaseModel):
 class JsonSubmission(BaseModel):
     input_dir: str = Field(description="the institution's directory, relative to service.data_root")
     overrides: list[str] = Field(default_factory=list, description="batching settings as key=value")
+    previous_run_id: str | None = Field(None, description=PREVIOUS_RUN_ID_DOC)
 
 
 class Artifact(BaseModel):
@@ -102,6 +115,7 @@ class Artifact(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+    code: str | None = Field(None, description="why, for some refusals (PREVIOUS_RUN_NOT_FOUND, ...)")
 
 
 def _public_error(error: dict[str, Any] | None, *roots: Path | str | None) -> dict[str, Any] | None:
@@ -129,7 +143,7 @@ def _run_model(record: RunRecord, home: Path, data_root: str | None = None) -> R
                source=record.source, input_digest=record.input_digest, mlflow_run_id=record.mlflow_run_id,
                error=RunError(**(_public_error(record.error, home, data_root) or {})) if record.error else None,
                resumes=record.resumes,
-               cancel_requested=record.cancel_requested, links=links)
+               cancel_requested=record.cancel_requested, previous_run_id=record.previous_run_id, links=links)
 
 
 # ----------------------------------------------------------------------------- the service
@@ -199,7 +213,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.exception_handler(Refused)
     def refused(request: Request, exc: Refused) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=exc.headers)
+        body = {"detail": exc.message} | ({"code": exc.code} if exc.code else {})
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     def requires(scope: str) -> Any:
         def check(x_api_key: Annotated[str | None, Header()] = None) -> None:
@@ -240,7 +255,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
             "files": {"type": "array", "items": {"type": "string", "format": "binary"},
                       "description": "the contract CSVs, named as in the data contract"},
-            "overrides": {"type": "string", "description": "a JSON array of key=value strings"}}}},
+            "overrides": {"type": "string", "description": "a JSON array of key=value strings"},
+            "previous_run_id": {"type": "string", "description": PREVIOUS_RUN_ID_DOC}}}},
         "application/json": {"schema": JsonSubmission.model_json_schema()}}}}
 
     @app.post("/v1/runs", tags=["runs"], status_code=202, response_model=Run, openapi_extra=submit_body,
@@ -250,8 +266,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def submit(request: Request, response: Response,
                      idempotency_key: Annotated[str | None, Header()] = None) -> Run:
         """Submit a batching run: the contract CSVs as a multipart upload (``files``, optional
-        ``overrides``), or JSON ``{"input_dir", "overrides"}`` naming a directory under the data
-        root. Answers 202 with the run; the same ``Idempotency-Key`` returns the same run."""
+        ``overrides`` and ``previous_run_id``), or JSON ``{"input_dir", "overrides",
+        "previous_run_id"}`` naming a directory under the data root. ``previous_run_id`` makes it
+        a re-batch against that earlier run. Answers 202 with the run; the same
+        ``Idempotency-Key`` returns the same run."""
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("application/json"):
             length = request.headers.get("content-length")
@@ -264,12 +282,16 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 raise Refused(400, f"the body is not JSON: {exc}") from exc
             if not isinstance(body, dict):
                 raise Refused(400, "the body must be a JSON object with input_dir and overrides")
-            unknown = sorted(set(body) - {"input_dir", "overrides"})
+            unknown = sorted(set(body) - {"input_dir", "overrides", "previous_run_id"})
             if unknown:
                 raise Refused(400, f"unknown field(s) {unknown}")
-            overrides = check_overrides(body.get("overrides"), config.allowed_override_keys)
+            overrides = check_overrides(body.get("overrides"), config.allowed_override_keys,
+                                        exact_keys=config.allowed_exact_override_keys)
             input_dir = resolve_input_dir(config.data_root, body.get("input_dir"))
-            record = await run_in_threadpool(_create_from_dir, service, input_dir, overrides, idempotency_key)
+            previous = await run_in_threadpool(_previous_run, service, body.get("previous_run_id"),
+                                               request.headers.get("x-api-key"))
+            record = await run_in_threadpool(_create_from_dir, service, input_dir, overrides, idempotency_key,
+                                             previous)
         elif content_type.startswith("multipart/form-data"):
             length = request.headers.get("content-length")
             if length is None:
@@ -285,7 +307,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     overrides_value = json.loads(overrides_field) if isinstance(overrides_field, str) else None
                 except json.JSONDecodeError as exc:
                     raise Refused(400, "the overrides field must be a JSON array of key=value strings") from exc
-                overrides = check_overrides(overrides_value, config.allowed_override_keys)
+                overrides = check_overrides(overrides_value, config.allowed_override_keys,
+                                            exact_keys=config.allowed_exact_override_keys)
+                previous_field = form.get("previous_run_id")
+                if previous_field is not None and not isinstance(previous_field, str):
+                    raise Refused(400, "the previous_run_id field must be a form field, not a file")
+                previous = await run_in_threadpool(_previous_run, service, previous_field,
+                                                   request.headers.get("x-api-key"))
                 uploads = [item for item in form.getlist("files") if not isinstance(item, str)]
                 if not uploads:
                     raise Refused(400, "no files: send the contract CSVs in the 'files' field")
@@ -295,7 +323,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     if name in named:
                         raise Refused(400, f"upload {name!r} sent twice")
                     named[name] = upload.file
-                record = await run_in_threadpool(_create_from_upload, service, named, overrides, idempotency_key)
+                record = await run_in_threadpool(_create_from_upload, service, named, overrides, idempotency_key,
+                                                 previous)
             finally:
                 await form.close()
         else:
@@ -341,11 +370,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.delete("/v1/runs/{run_id}", tags=["runs"], status_code=204, dependencies=[requires("submit")],
                 responses={409: {"model": Problem}, **errors_4xx})
     def delete_run(run_id: str) -> Response:
-        """Remove a finished run's files and record (its MLflow run stays)."""
+        """Remove a finished run's files and record (its MLflow run stays). A run that a queued
+        or running re-batch uses stays (409) until that re-batch ends."""
         record = service.run_or_404(run_id)
         if record.status not in FINAL_STATUSES:
             raise HTTPException(409, f"run {run_id} is {record.status}: cancel it first")
-        service.store.delete(run_id)
+        users = service.store.delete(run_id)
+        if users:
+            raise Refused(409, f"run {run_id} is the previous run of re-batch(es) {', '.join(users)} that have not "
+                               "finished: wait for them or cancel them first", code="PREVIOUS_RUN_IN_USE")
         shutil.rmtree(service.paths.run_dir(run_id), ignore_errors=True)
         shutil.rmtree(service.paths.upload_dir(run_id), ignore_errors=True)
         return Response(status_code=204)
@@ -461,10 +494,44 @@ def _digest(parts: list[str]) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
+def _previous_run(service: Service, value: object, api_key: str | None) -> str | None:
+    """The run a re-batch names by ``previous_run_id`` (``None``: not a re-batch). It needs the
+    ``read`` scope (the re-batch reads that run's results), must exist (404
+    ``PREVIOUS_RUN_NOT_FOUND``) and must have SUCCEEDED with its batches, not as a dry run (409
+    ``PREVIOUS_RUN_NOT_USABLE``). The run's command line gets that run's output directory."""
+    if value is None:
+        return None
+    authorise(service.keys, api_key, "read")
+    if not isinstance(value, str) or not value.strip():
+        raise Refused(400, "previous_run_id must be the run id of an earlier run of this service",
+                      code="PREVIOUS_RUN_NOT_FOUND")
+    record = service.store.get(value) if _is_run_id(value) else None
+    if record is None:
+        raise Refused(404, f"previous_run_id {value!r}: no such run", code="PREVIOUS_RUN_NOT_FOUND")
+    if record.status != SUCCEEDED:
+        raise Refused(409, f"previous_run_id {value!r}: the run is {record.status}; only a SUCCEEDED run can be "
+                           "re-batched against", code="PREVIOUS_RUN_NOT_USABLE")
+    if any(_DRY_RUN.match(override) for override in record.overrides):
+        raise Refused(409, f"previous_run_id {value!r}: the run was a dry run (no batches to keep)",
+                      code="PREVIOUS_RUN_NOT_USABLE")
+    output = service.output(record)
+    missing = [name for name in STAGE3_TABLES[:2] if not (output / f"{name}.csv").is_file()]
+    if missing:
+        raise Refused(409, f"previous_run_id {value!r}: the run has no {', '.join(missing)} (no batches to keep)",
+                      code="PREVIOUS_RUN_NOT_USABLE")
+    return record.run_id
+
+
 def _new_record(source: str, input_dir: Path, overrides: list[str], request_digest: str,
-                idempotency_key: str | None, run_id: str) -> RunRecord:
+                idempotency_key: str | None, run_id: str, previous_run_id: str | None) -> RunRecord:
     return RunRecord(run_id=run_id, status=QUEUED, created_at=now(), overrides=overrides, source=source,
-                     input_dir=str(input_dir), request_digest=request_digest, idempotency_key=idempotency_key)
+                     input_dir=str(input_dir), request_digest=request_digest, idempotency_key=idempotency_key,
+                     previous_run_id=previous_run_id)
+
+
+def _request_parts(overrides: list[str], previous_run_id: str | None) -> list[str]:
+    """What, besides the input, makes two submissions the same request."""
+    return [*overrides, *([f"previous_run_id={previous_run_id}"] if previous_run_id else [])]
 
 
 def _create(service: Service, record: RunRecord) -> RunRecord:
@@ -474,6 +541,9 @@ def _create(service: Service, record: RunRecord) -> RunRecord:
         raise Refused(409, f"Idempotency-Key was used for another request (run {exc.run_id})") from exc
     except QueueFull as exc:
         raise _queue_full(service) from exc
+    except PreviousRunGone as exc:
+        raise Refused(409, f"previous_run_id {str(exc)!r}: the run was deleted meanwhile",
+                      code="PREVIOUS_RUN_NOT_USABLE") from exc
     if created.run_id == record.run_id:
         service.paths.run_dir(record.run_id).mkdir(parents=True, exist_ok=True)
         service.executor.wake()
@@ -481,17 +551,18 @@ def _create(service: Service, record: RunRecord) -> RunRecord:
 
 
 def _create_from_dir(service: Service, input_dir: Path, overrides: list[str],
-                     idempotency_key: str | None) -> RunRecord:
-    request_digest = _digest(["input_dir", str(input_dir), *overrides])
+                     idempotency_key: str | None, previous_run_id: str | None = None) -> RunRecord:
+    request_digest = _digest(["input_dir", str(input_dir), *_request_parts(overrides, previous_run_id)])
     if idempotency_key is not None and (existing := _replay(service, idempotency_key, request_digest)):
         return existing
     _check_queue(service)
     run_id = str(uuid.uuid4())
-    return _create(service, _new_record("input_dir", input_dir, overrides, request_digest, idempotency_key, run_id))
+    return _create(service, _new_record("input_dir", input_dir, overrides, request_digest, idempotency_key, run_id,
+                                        previous_run_id))
 
 
 def _create_from_upload(service: Service, files: dict[str, Any], overrides: list[str],
-                        idempotency_key: str | None) -> RunRecord:
+                        idempotency_key: str | None, previous_run_id: str | None = None) -> RunRecord:
     run_id = str(uuid.uuid4())
     incoming = service.paths.uploads / f".incoming-{run_id}"
     incoming.mkdir(parents=True)
@@ -509,7 +580,7 @@ def _create_from_upload(service: Service, files: dict[str, Any], overrides: list
                     digest.update(chunk)
                     target.write(chunk)
             digests.append(f"{name}:{digest.hexdigest()}")
-        request_digest = _digest(["upload", *digests, *overrides])
+        request_digest = _digest(["upload", *digests, *_request_parts(overrides, previous_run_id)])
         if idempotency_key is not None and (existing := _replay(service, idempotency_key, request_digest)):
             shutil.rmtree(incoming, ignore_errors=True)
             return existing
@@ -517,7 +588,8 @@ def _create_from_upload(service: Service, files: dict[str, Any], overrides: list
         final = service.paths.upload_dir(run_id)
         incoming.rename(final)
         incoming = final  # what to remove if the run is not created
-        record = _create(service, _new_record("upload", final, overrides, request_digest, idempotency_key, run_id))
+        record = _create(service, _new_record("upload", final, overrides, request_digest, idempotency_key, run_id,
+                                              previous_run_id))
         if record.run_id != run_id:  # a concurrent request with the same key won
             shutil.rmtree(final, ignore_errors=True)
         return record

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stage2.config.service import ServiceConfig
-from stage2.outputs import ERRORS_FILE, QUALITY_REPORT, STAGE3_TABLES, VALIDATION_REPORT
+from stage2.outputs import ERRORS_FILE, QUALITY_REPORT, REBATCH_DIFF_TABLE, STAGE3_TABLES, VALIDATION_REPORT
 from stage2.runlog import JSONL_FILE
 from stage2.service.metrics import ServiceMetrics
 from stage2.service.runfiles import read_json
@@ -206,6 +206,9 @@ class Executor:
             f"tracking.run_name={record.run_id}",
             *record.overrides,
         ]
+        if record.previous_run_id is not None:
+            # the server's path, from the id the client gave: the client never names a path
+            command.append(f"rebatch.previous_run={_quoted(str(self.paths.output_dir(record.previous_run_id)))}")
         if record.resume_next:
             command.append("resume=true")
         env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
@@ -272,7 +275,7 @@ class Executor:
         log.info("run %s %s", run_id, status)
 
     def _remove_stage3_tables(self, run_id: str) -> None:
-        for name in STAGE3_TABLES:
+        for name in (*STAGE3_TABLES, REBATCH_DIFF_TABLE):
             (self.paths.output_dir(run_id) / f"{name}.csv").unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ requests

@@ -17,13 +17,14 @@ from typing import Any
 
 import pandas as pd
 
-from stage2.outputs import BATCH_QUALITY, ERRORS_FILE, QUALITY_REPORT, VALIDATION_REPORT
+from stage2.outputs import BATCH_QUALITY, ERRORS_FILE, QUALITY_REPORT, REBATCH_DIFF_TABLE, VALIDATION_REPORT
 
 #: the files a client may fetch, by name, with their media types
 ARTIFACTS: dict[str, str] = {
     "student_batches.csv": "text/csv",
     "batch_student_membership.csv": "text/csv",
     "batch_course_enrollment.csv": "text/csv",
+    f"{REBATCH_DIFF_TABLE}.csv": "text/csv",
     QUALITY_REPORT: "application/json",
     BATCH_QUALITY: "text/csv",
     "metrics.csv": "text/csv",
@@ -46,6 +47,7 @@ DOWNLOAD_TYPES: dict[str, str] = {
     "quality": QUALITY_REPORT,
     "quality_report": QUALITY_REPORT,
     "report": "report.html",
+    "rebatch_diff": f"{REBATCH_DIFF_TABLE}.csv",
 }
 _CHUNK = 1 << 20
 

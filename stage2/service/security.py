@@ -6,7 +6,10 @@ message naming the offending key, path or file.
   comment); compared in constant time; never logged.
 - Overrides: ``key=value`` strings whose key is a batching setting
   (``service.allowed_override_keys``); no interpolation (``${...}``) in values, which could read
-  the service's environment.
+  the service's environment. A few keys are allowed exactly, without sub-keys
+  (``service.allowed_exact_override_keys``: the re-batching numbers and switches).
+- ``previous_run_id``: a re-batch names its previous run by id, never by path; the service
+  resolves it to that run's output directory (the key also needs the ``read`` scope).
 - ``input_dir``: relative to ``service.data_root``, resolved with symlinks, and inside it.
 - Uploads: named exactly as a contract file; the name is looked up, never used as a path.
 """
@@ -33,11 +36,14 @@ _SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
 class Refused(Exception):
     """A request the service refuses: the HTTP status, a message, extra response headers."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        #: a machine-readable reason (``PREVIOUS_RUN_NOT_FOUND``, ...), sent as ``code`` when set
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -97,9 +103,11 @@ def config_groups() -> dict[str, frozenset[str]]:
 
 
 def check_overrides(overrides: object, allowed_keys: Sequence[str],
-                    groups: Mapping[str, frozenset[str]] | None = None) -> list[str]:
-    """The submission's overrides, each ``key=value`` with an allowed batching key. A key that
-    selects a config group (``constraints=minimal``) must name one of the group's options:
+                    groups: Mapping[str, frozenset[str]] | None = None,
+                    exact_keys: Sequence[str] = ()) -> list[str]:
+    """The submission's overrides, each ``key=value`` with an allowed batching key: one of
+    ``allowed_keys`` or a sub-key of one, or exactly one of ``exact_keys`` (no sub-key). A key
+    that selects a config group (``constraints=minimal``) must name one of the group's options:
     Hydra would read any other value as a path to a YAML file."""
     groups = config_groups() if groups is None else groups
     if overrides is None:
@@ -111,9 +119,11 @@ def check_overrides(overrides: object, allowed_keys: Sequence[str],
         if match is None or (match["value"] is None and match["prefix"] != "~"):
             raise Refused(400, f"override {override!r} is not of the form key=value")
         key = match["key"]
-        if not any(key == allowed or key.startswith(allowed + ".") for allowed in allowed_keys):
+        if key not in exact_keys and not any(key == allowed or key.startswith(allowed + ".")
+                                             for allowed in allowed_keys):
+            exact = f"; and exactly: {', '.join(exact_keys)}" if exact_keys else ""
             raise Refused(400, f"override key {key!r} is not allowed (allowed: {', '.join(allowed_keys)} and "
-                               "their sub-keys)")
+                               f"their sub-keys{exact})")
         if match["value"] is not None and ("${" in match["value"] or "\n" in match["value"]):
             raise Refused(400, f"override {key!r}: interpolations and line breaks are not allowed in values")
         if key in groups and match["value"] is not None and match["value"].strip() not in groups[key]:

@@ -41,10 +41,13 @@ CREATE TABLE IF NOT EXISTS runs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     resumes INTEGER NOT NULL DEFAULT 0,
     resume_next INTEGER NOT NULL DEFAULT 0,
-    exit_code INTEGER
+    exit_code INTEGER,
+    previous_run_id TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq);
 """
+#: columns added after the first release: (name, declaration), added to an older store on open
+_ADDED_COLUMNS = (("previous_run_id", "TEXT"),)
 
 
 @dataclass
@@ -73,6 +76,8 @@ class RunRecord:
     resumes: int = 0
     resume_next: bool = False
     exit_code: int | None = None
+    #: a re-batch: the run whose output it re-batches against
+    previous_run_id: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RunRecord:
@@ -96,6 +101,10 @@ class IdempotencyConflict(Exception):
         self.run_id = run_id
 
 
+class PreviousRunGone(Exception):
+    """A re-batch's previous run is no longer a run it can use (deleted meanwhile)."""
+
+
 class RunStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -103,6 +112,10 @@ class RunStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            present = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            for name, declaration in _ADDED_COLUMNS:
+                if name not in present:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -140,15 +153,19 @@ class RunStore:
                             raise IdempotencyConflict(existing.run_id)
                         db.execute("COMMIT")
                         return existing
+                if record.previous_run_id is not None:
+                    row = db.execute("SELECT status FROM runs WHERE run_id = ?", (record.previous_run_id,)).fetchone()
+                    if row is None or row[0] != SUCCEEDED:
+                        raise PreviousRunGone(record.previous_run_id)
                 if max_queued is not None:
                     waiting = db.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (QUEUED,)).fetchone()[0]
                     if waiting >= max_queued:
                         raise QueueFull()
                 db.execute(
                     "INSERT INTO runs (run_id, status, created_at, overrides, source, input_dir, idempotency_key, "
-                    "request_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "request_digest, previous_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (record.run_id, record.status, record.created_at, json.dumps(record.overrides), record.source,
-                     record.input_dir, record.idempotency_key, record.request_digest),
+                     record.input_dir, record.idempotency_key, record.request_digest, record.previous_run_id),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -219,9 +236,23 @@ class RunStore:
         with self._connect() as db:
             return db.execute(sql, params).rowcount > 0
 
-    def delete(self, run_id: str) -> None:
+    def delete(self, run_id: str) -> list[str]:
+        """Remove a run's record unless a queued or running re-batch uses it: then nothing
+        changes and the ids of those runs are returned."""
         with self._connect() as db:
-            db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                users = [row[0] for row in db.execute(
+                    "SELECT run_id FROM runs WHERE previous_run_id = ? AND status IN (?, ?) ORDER BY seq",
+                    (run_id, QUEUED, RUNNING))]
+                if not users:
+                    db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return users
 
 
 def now() -> float:
