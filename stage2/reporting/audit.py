@@ -32,7 +32,7 @@ from stage2.contract.schemas import (
     MEMBERSHIP_COLUMNS,
     STUDENT_BATCHES_COLUMNS,
 )
-from stage2.outputs import BATCH_QUALITY, QUALITY_REPORT
+from stage2.outputs import BATCH_QUALITY, QUALITY_REPORT, REBATCH_DIFF_TABLE
 from stage2.reporting.measures import format_value, measure_rows
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,12 +48,18 @@ RUN_FILES = {
     "batch_course_enrollment": "batch_course_enrollment.csv",
     "batch_quality": BATCH_QUALITY,
 }
+#: a re-batch's ``rebatch_diff.csv``: every student who moved, joined or left (read only for a
+#: run whose ``quality_report.json`` has a ``rebatch`` section)
+REBATCH_DIFF_FILE = f"{REBATCH_DIFF_TABLE}.csv"
+REBATCH_DIFF_COLUMNS = ("student_id", "previous_batch_id", "previous_batch_code", "batch_id", "batch_code",
+                        "student_class", "reason")
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "student_batches": STUDENT_BATCHES_COLUMNS + EXTRA_BATCH_COLUMNS,
     "batch_student_membership": MEMBERSHIP_COLUMNS,
     "batch_course_enrollment": BATCH_COURSE_ENROLLMENT_COLUMNS,
     "batch_quality": ("batch_code", "group_key", "student_count", "academic_coherence", "course_sse",
                       "utilization", "broken_rules"),
+    REBATCH_DIFF_TABLE: REBATCH_DIFF_COLUMNS,
 }
 INTEGER_COLUMNS: dict[str, tuple[str, ...]] = {
     "student_batches": ("student_count", "semester", "capacity_allocated", "size_min", "size_max"),
@@ -78,6 +84,26 @@ RECHECKED_MEASURES = (
     "constraint_satisfaction_rate", "shift_preference_satisfaction", "resource_utilization",
     "room_placement_rate", "silhouette_score",
 )  # fmt: skip
+#: a re-batch's student classes (``stage2.rebatching``), in the order the report lists them;
+#: the first three are the ones whose students can move
+REBATCH_CLASSES = ("unchanged", "changed", "forced", "new", "left")
+MOVING_CLASSES = REBATCH_CLASSES[:3]
+#: the reasons of ``rebatch_diff.csv``, for people
+REBATCH_REASONS = {
+    "moved_by_objective": "unchanged, yet moved: the clustering gained more than the move penalty",
+    "course_set_changed": "course set changed since the previous run",
+    "group_changed": "mixable group changed (a hard no_mix field such as programme or semester)",
+    "batch_dissolved": "previous batch dissolved",
+    "new_student": "not in the previous run",
+    "inactive": "inactive in the input now",
+    "not_in_input": "no longer in the input",
+}
+#: why a previous batch was dissolved, for people
+DISSOLVED_REASONS = {
+    "no_students_left": "none of its students is active any more",
+    "group_gone": "none of its students is in its group any more (e.g. they all moved up a semester)",
+    "group_below_min": "its group shrank below count × size_min: the batch with the fewest staying students goes",
+}
 #: rows a report table shows before saying how many more there are
 MAX_ROWS = 50
 #: groups the batch-size figure draws one by one
@@ -177,6 +203,19 @@ class AuditRun:
     def measures(self) -> pd.DataFrame:
         return measures_frame(self.report)
 
+    @property
+    def rebatch(self) -> dict[str, Any] | None:
+        """The ``rebatch`` section of ``quality_report.json``; ``None``: a fresh run."""
+        section = self.report.get("rebatch")
+        return section if isinstance(section, dict) else None
+
+    @cached_property
+    def rebatch_diff(self) -> pd.DataFrame | None:
+        """A re-batch's ``rebatch_diff.csv`` (:func:`read_run_table`); ``None``: a fresh run."""
+        if self.rebatch is None:
+            return None
+        return read_run_table(self.run_dir / REBATCH_DIFF_FILE, REBATCH_DIFF_TABLE)
+
 
 def load_run(run_dir: str | Path) -> AuditRun:
     """Read ``quality_report.json`` and the run's CSVs (see :func:`read_run_table`)."""
@@ -250,9 +289,10 @@ def integrity_failures(run: AuditRun, data: InstitutionData) -> list[str]:
        membership and the input enrollments; and the output schemas;
     3. the hard rules, re-checked on the batches;
     4. the measures of ``quality_report.json`` and ``batch_quality.csv``, recomputed from the
-       tables (runtimes and memory excepted).
+       tables (runtimes and memory excepted);
+    5. for a re-batch, ``rebatch_diff.csv`` and the ``rebatch`` figures (:func:`rebatch_failures`).
 
-    Steps 3–4 run only when 1–2 pass: on broken tables they would repeat the same fault.
+    Steps 3–4 run only when 1, 2 and 5 pass: on broken tables they would repeat the same fault.
     """
     from stage2.contract import validate_output_tables
     from stage2.contract.invariants import invariant_failures
@@ -272,6 +312,7 @@ def integrity_failures(run: AuditRun, data: InstitutionData) -> list[str]:
         validate_output_tables(run.batches[list(STUDENT_BATCHES_COLUMNS)], run.membership, run.batch_courses)
     except Stage2Error as exc:
         failures.append(exc.message.strip())
+    failures += rebatch_failures(run)
     if failures:
         return failures
 
@@ -319,6 +360,104 @@ def _batch_quality_failures(written: pd.DataFrame, recomputed: pd.DataFrame) -> 
     return failures
 
 
+def rebatch_failures(run: AuditRun) -> list[str]:
+    """A re-batch's own contract, re-checked from the run's files (nothing for a fresh run):
+
+    - ``rebatch_diff.csv`` lists each student at most once, with a known ``student_class``;
+    - its rows agree with the membership: a student who moved or joined is in the batch (id and
+      code) its row names, one who left is in none; only new students lack a previous batch, and
+      a moved student's previous batch is not its batch now;
+    - kept batches keep their codes: a previous batch still in ``student_batches.csv`` has the
+      code the diff gives it; no dissolved batch's id or code is in use;
+    - the ``rebatch`` figures of ``quality_report.json`` are the files' counts: new, left and moved
+      students per class; the classes adding up to the students batched; the perturbation share;
+      previous batches = kept + changed + dissolved; batches now = kept + changed + created.
+
+    The codes are not held to a fresh run's numbering (``B01``..``Bn`` per group): a re-batch
+    keeps the previous codes, leaves gaps where batches were dissolved and numbers new batches
+    after the group's previous codes. Uniqueness of codes and ids is checked for every run (the
+    contract invariants)."""
+    figures = run.rebatch
+    if figures is None:
+        return []
+    try:
+        diff = run.rebatch_diff
+    except RunFileError as exc:
+        return [f"a re-batch without a readable {REBATCH_DIFF_FILE}: {exc}"]
+    assert diff is not None
+    failures: list[str] = []
+
+    def text(column: str) -> np.ndarray:
+        return diff[column].astype("string").fillna("").to_numpy(dtype=object)
+
+    ids, classes = text("student_id"), text("student_class")
+    now_id, now_code = text("batch_id"), text("batch_code")
+    was_id, was_code = text("previous_batch_id"), text("previous_batch_code")
+    batch_of = dict(zip(run.membership["student_id"].astype(str), run.membership["batch_id"].astype(str),
+                        strict=True))
+    code_of = dict(zip(run.batches["batch_id"].astype(str), run.batches["batch_code"].astype(str), strict=True))
+    member_of = np.array([batch_of.get(s, "") for s in ids], dtype=object)
+
+    def fail(mask: np.ndarray, what: str) -> None:
+        if mask.any():
+            failures.append(f"{REBATCH_DIFF_FILE}: {what}: {_named(ids[mask])}")
+
+    duplicated = pd.Series(ids).duplicated().to_numpy()
+    fail(duplicated, "students listed more than once")
+    fail(~np.isin(classes, REBATCH_CLASSES), f"student_class not one of {', '.join(REBATCH_CLASSES)}")
+    left, new = classes == "left", classes == "new"
+    placed = ~left
+    fail(placed & (now_id != member_of), "batch_id is not the student's batch in the membership")
+    fail(placed & (now_id == member_of) & (now_code != np.array([code_of.get(b, "") for b in now_id], dtype=object)),
+         "batch_code is not the code of the batch_id")
+    fail(left & ((member_of != "") | (now_id != "") | (now_code != "")), "students who left are still in a batch")
+    fail(new & ((was_id != "") | (was_code != "")), "new students with a previous batch")
+    fail(~new & ((was_id == "") | (was_code == "")), "students other than new ones without a previous batch")
+    fail(np.isin(classes, MOVING_CLASSES) & (was_id == now_id), "students listed as moved whose batch_id is unchanged")
+    kept = np.array([b in code_of for b in was_id], dtype=bool)
+    fail(kept & (np.array([code_of.get(b, "") for b in was_id], dtype=object) != was_code),
+         "a kept batch's code changed (kept batches keep their codes)")
+
+    dissolved = figures.get("dissolved_batches") or []
+    reused = [d.get("batch_code") for d in dissolved
+              if str(d.get("batch_id")) in code_of or str(d.get("batch_code")) in set(code_of.values())]
+    if reused:
+        failures.append(f"dissolved batches are still in student_batches.csv: {_named(reused)}")
+
+    counts = pd.Series(classes).value_counts()
+    n_students, n_batches = len(run.membership), len(run.batches)
+    n_moved = int(np.isin(classes, MOVING_CLASSES).sum())
+    expected: dict[str, Any] = {f"moved_{c}": int(counts.get(c, 0)) for c in MOVING_CLASSES}
+    expected |= {"n_new": int(counts.get("new", 0)), "n_left": int(counts.get("left", 0)),
+                 "batches_dissolved": len(dissolved),
+                 "perturbation_share": (n_moved + int(counts.get("new", 0))) / n_students if n_students else 0.0}
+    needed = ("n_unchanged", "n_changed", "n_forced", "n_previous_batches", "batches_kept", "batches_changed",
+              "batches_created", *expected)
+    missing = [k for k in needed if not isinstance(figures.get(k), int | float)]
+    if missing:
+        return failures + [f"quality_report.json's rebatch section lacks {_named(missing)}"]
+    n_unchanged = int(figures["n_unchanged"])
+    expected["moved_unchanged_share"] = expected["moved_unchanged"] / n_unchanged if n_unchanged else 0.0
+    n_previous, n_kept = int(figures["n_previous_batches"]), int(figures["batches_kept"])
+    expected["batches_kept_share"] = n_kept / n_previous if n_previous else 1.0
+    for name, value in expected.items():
+        if name in figures and not _same(figures[name], value):
+            failures.append(f"quality_report.json's rebatch.{name} is {format_value(figures[name], 6)} but the files "
+                            f"give {format_value(value, 6)}")
+    classified = n_unchanged + int(figures["n_changed"]) + int(figures["n_forced"]) + int(figures["n_new"])
+    if classified != n_students:
+        failures.append(f"quality_report.json's rebatch classes (unchanged + changed + forced + new) add up to "
+                        f"{classified:,}, not the {n_students:,} students batched")
+    n_still = n_kept + int(figures["batches_changed"])
+    if n_still + int(figures["batches_dissolved"]) != n_previous:
+        failures.append(f"quality_report.json's rebatch figures: {n_still:,} previous batches kept + "
+                        f"{figures['batches_dissolved']} dissolved is not the {n_previous:,} previous batches")
+    if n_still + int(figures["batches_created"]) != n_batches:
+        failures.append(f"quality_report.json's rebatch figures: {n_still:,} previous batches kept + "
+                        f"{figures['batches_created']} created is not the {n_batches:,} batches of the run")
+    return failures
+
+
 def assert_integrity(run: AuditRun, data: InstitutionData) -> pd.DataFrame:
     """Raise ``AssertionError`` listing every integrity failure (:func:`integrity_failures`);
     else return the table of checks passed, for the report."""
@@ -337,6 +476,13 @@ def assert_integrity(run: AuditRun, data: InstitutionData) -> pd.DataFrame:
         ("hard rules kept", "yes"),
         ("reported measures recomputed from the tables", f"{len(RECHECKED_MEASURES)} measures"),
     ]
+    if run.rebatch is not None and run.rebatch_diff is not None:
+        checks += [
+            (f"re-batch: {REBATCH_DIFF_FILE} agrees with the membership", f"{len(run.rebatch_diff):,} rows"),
+            ("re-batch: kept batches keep their codes; dissolved codes not in use",
+             f"{len(run.rebatch.get('dissolved_batches') or []):,} dissolved"),
+            ("re-batch: the rebatch figures of quality_report.json recounted from the files", "yes"),
+        ]
     return pd.DataFrame(checks, columns=["check", "result"])
 
 
@@ -576,12 +722,143 @@ def overrides_frame(run: AuditRun) -> pd.DataFrame:
     )
 
 
+def _count(value: Any) -> str:
+    return "—" if value is None else f"{int(value):,}"
+
+
+def _sse(value: Any) -> str:
+    return "—" if value is None else f"{float(value):,.1f}"
+
+
+def _share(value: Any, digits: int = 1) -> str:
+    return "—" if value is None else f"{float(value):.{digits}%}"
+
+
+def _number(value: Any) -> str:
+    return "—" if value is None else f"{float(value):g}"
+
+
+def rebatch_frame(run: AuditRun) -> pd.DataFrame | None:
+    """The figures of a re-batch (the ``rebatch`` section of ``quality_report.json``), one per
+    row with what it means; ``None`` for a fresh run."""
+    r = run.rebatch
+    if r is None:
+        return None
+    n_students = len(run.membership)
+    moved = sum(int(r.get(f"moved_{c}") or 0) for c in MOVING_CLASSES)
+    n_previous = int(r.get("n_previous_batches") or 0)
+
+    def with_moved(student_class: str) -> str:
+        n, n_moved = int(r.get(f"n_{student_class}") or 0), int(r.get(f"moved_{student_class}") or 0)
+        return f"{n:,}; {n_moved:,} moved" + (f" ({n_moved / n:.1%})" if n else "")
+
+    sse, previous_sse, fresh_sse = r.get("course_sse"), r.get("course_sse_previous"), r.get("course_sse_fresh")
+    this_run = _sse(sse)
+    if sse is not None and previous_sse:
+        this_run += f" ({float(sse) / float(previous_sse) - 1:+.1%} vs. the previous membership)"
+    if sse is not None and fresh_sse:
+        this_run += f"; {float(sse) / float(fresh_sse):.3f} × a fresh run's"
+    frozen = r.get("frozen_groups") or []
+    rows = [
+        ("previous run", r.get("previous_run"), "rebatch.previous_run: the batching this run started from"),
+        ("students batched now", f"{n_students:,}", "every active student of the input"),
+        ("unchanged students", with_moved("unchanged"),
+         "same group and courses as before, previous batch kept; moved only where the clustering gained more than "
+         "rebatch.move_penalty"),
+        ("changed students", with_moved("changed"), "course set changed; moved at rebatch.changed_move_penalty"),
+        ("forced students", with_moved("forced"), "group changed, or previous batch dissolved: they must move"),
+        ("new students", _count(r.get("n_new")), "not in the previous run"),
+        ("students who left", _count(r.get("n_left")), "in the previous run, not batched now (inactive or gone)"),
+        ("perturbation share", _share(r.get("perturbation_share"), 2),
+         f"(moved + new) / students = ({moved:,} + {int(r.get('n_new') or 0):,}) / {n_students:,}"),
+        ("previous batches", f"{n_previous:,}", "batches of the previous run"),
+        ("batches kept", f"{_count(r.get('batches_kept'))} ({_share(r.get('batches_kept_share'))} of the previous)",
+         "previous batches kept with their code, id, room and shift"),
+        ("batches changed", _count(r.get("batches_changed")), "previous batches kept with another room or shift"),
+        ("kept batches with member changes", _count(r.get("batches_with_member_changes")),
+         "previous batches someone joined or left"),
+        ("batches created", _count(r.get("batches_created")), "new codes, numbered after the group's previous ones"),
+        ("batches dissolved", _count(r.get("batches_dissolved")), "previous codes retired, never reused (below)"),
+        ("room changes", _count(r.get("room_changes")), "kept batches given another home room"),
+        ("shift changes", _count(r.get("shift_changes")), "kept batches given another shift"),
+        ("course SSE, previous membership", _sse(previous_sse),
+         "the continuing students in their previous batches, with their courses now (new students left out)"),
+        ("course SSE, this run", this_run, "lower is better"),
+        ("course SSE, fresh run", _sse(fresh_sse) if fresh_sse is not None else "not computed",
+         "a fresh clustering of the same input (rebatch.fresh_reference)"),
+        ("move penalties", f"{_number(r.get('move_penalty'))} unchanged, {_number(r.get('changed_move_penalty'))} "
+         f"changed; × {_number(r.get('penalty_factor'))}",
+         "rebatch.move_penalty, rebatch.changed_move_penalty; the factor rebatch.max_moved needed"),
+        ("frozen groups", _named(frozen) if frozen else "none", "groups whose unchanged students were frozen to meet "
+         "rebatch.max_moved"),
+    ]
+    return pd.DataFrame([(k, "" if v is None else str(v), m) for k, v, m in rows],
+                        columns=["figure", "value", "meaning"])
+
+
+def dissolved_frame(run: AuditRun) -> pd.DataFrame | None:
+    """The previous batches a re-batch dissolved, with why; ``None`` for a fresh run."""
+    if run.rebatch is None:
+        return None
+    dissolved = run.rebatch.get("dissolved_batches") or []
+    return pd.DataFrame(
+        {
+            "batch": [d.get("batch_code") for d in dissolved],
+            "batch_id": [d.get("batch_id") for d in dissolved],
+            "reason": [d.get("reason") for d in dissolved],
+            "meaning": [DISSOLVED_REASONS.get(str(d.get("reason")), "") for d in dissolved],
+        },
+        columns=["batch", "batch_id", "reason", "meaning"],
+    )
+
+
+def rebatch_diff_summary(run: AuditRun) -> pd.DataFrame | None:
+    """``rebatch_diff.csv``'s rows counted by (student_class, reason), classes in the order
+    unchanged, changed, forced, new, left; ``None`` for a fresh run."""
+    diff = run.rebatch_diff
+    if diff is None:
+        return None
+    keys = pd.DataFrame({"class": diff["student_class"].astype("string").fillna(""),
+                         "reason": diff["reason"].astype("string").fillna("")})
+    counts = keys.value_counts(sort=False).rename("students").reset_index()
+    rank = {c: i for i, c in enumerate(REBATCH_CLASSES)}
+    counts = counts.assign(_rank=counts["class"].map(lambda c: rank.get(c, len(rank))))
+    counts = counts.sort_values(["_rank", "reason"], kind="stable").drop(columns="_rank").reset_index(drop=True)
+    counts["students"] = counts["students"].astype(int)
+    counts["what happened"] = counts["class"].map(lambda c: "moved" if c in MOVING_CLASSES
+                                                  else {"new": "joined", "left": "left"}.get(c, ""))
+    counts["meaning"] = counts["reason"].map(lambda r: REBATCH_REASONS.get(r, ""))
+    return counts[["class", "reason", "what happened", "students", "meaning"]]
+
+
+def moved_students(run: AuditRun) -> pd.DataFrame | None:
+    """The students a re-batch moved (classes unchanged, changed, forced), in the order of
+    ``rebatch_diff.csv``: from which batch to which, and why; ``None`` for a fresh run."""
+    diff = run.rebatch_diff
+    if diff is None:
+        return None
+    moved = diff.loc[diff["student_class"].isin(MOVING_CLASSES).fillna(False).to_numpy(dtype=bool)]
+    return pd.DataFrame(
+        {
+            "student": moved["student_id"].to_numpy(),
+            "class": moved["student_class"].to_numpy(),
+            "reason": moved["reason"].to_numpy(),
+            "from batch": moved["previous_batch_code"].to_numpy(),
+            "to batch": moved["batch_code"].to_numpy(),
+        }
+    ).astype(object).fillna("")
+
+
 def show(item: Any, *, caption: str | None = None, empty: str = "none", max_rows: int = MAX_ROWS) -> None:
     """Display one part of the report in the notebook: a frame as an escaped table (``empty``
     in italics when it has no rows), a figure as a PNG image (``caption``: its alternative text;
     default: its axes' labels), a string as HTML (only the HTML
-    built by this module's ``*_html`` functions, which escape what they show)."""
+    built by this module's ``*_html`` functions, which escape what they show); nothing for
+    ``None`` (a part the run does not have, e.g. the re-batch tables of a fresh run)."""
     from IPython.display import HTML, display
+
+    if item is None:
+        return
 
     if isinstance(item, pd.DataFrame):
         if item.empty:
@@ -721,9 +998,10 @@ def plot_utilisation(run: AuditRun) -> Figure:
 
 __all__ = [
     "AuditRun", "RunFileError", "assert_integrity", "breaches_by_batch", "breaches_by_rule", "bullets_html",
-    "config_frame", "digest_frame", "figure_png", "show", "groups_frame", "integrity_failures", "load_inputs",
-    "load_run",
-    "measures_frame", "note_html", "overrides_frame", "placement_frame", "plot_batch_sizes", "plot_coherence",
-    "plot_utilisation", "read_run_table", "recompute_quality", "rules_frame", "shift_preferences", "styled",
-    "title_html", "worst_coherence",
+    "config_frame", "digest_frame", "dissolved_frame", "figure_png", "show", "groups_frame", "integrity_failures",
+    "load_inputs", "load_run",
+    "measures_frame", "moved_students", "note_html", "overrides_frame", "placement_frame", "plot_batch_sizes",
+    "plot_coherence", "plot_utilisation", "read_run_table", "rebatch_diff_summary", "rebatch_failures",
+    "rebatch_frame", "recompute_quality", "rules_frame", "shift_preferences", "styled", "title_html",
+    "worst_coherence",
 ]
