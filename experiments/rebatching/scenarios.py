@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stage2.contract.csvio import detect_delimiter
+
 STUDENTS = "student_data.csv"
 ENROLLMENTS = "student_course_enrollment.csv"
 COURSES = "courses.csv"
@@ -61,8 +63,6 @@ ENROLLED_COURSES = "enrolled_courses"
 DROP_MODES = ("inactive", "delete")
 
 UTF8_BOM = b"\xef\xbb\xbf"
-#: detected from the header line (most frequent outside quotes; the earlier one on a tie)
-DELIMITERS = (",", ";", "\t", "|")
 QUOTE = '"'
 FALSE_TOKENS = frozenset({"false", "f", "0", "no"})
 #: the false token written for a student dropped in ``inactive`` mode, in the style of the true
@@ -130,19 +130,6 @@ def _first_record(text: str) -> str:
     return text
 
 
-def sniff_delimiter(header_line: str) -> str:
-    """The most frequent of ``, ; \\t |`` outside quotes in the header line (``,`` if none)."""
-    counts = dict.fromkeys(DELIMITERS, 0)
-    in_quotes = False
-    for char in header_line:
-        if char == QUOTE:
-            in_quotes = not in_quotes
-        elif not in_quotes and char in counts:
-            counts[char] += 1
-    best = max(DELIMITERS, key=lambda d: counts[d])
-    return best if counts[best] > 0 else ","
-
-
 def read_table(path: Path) -> Table:
     data = path.read_bytes()
     bom = data.startswith(UTF8_BOM)
@@ -151,7 +138,7 @@ def read_table(path: Path) -> Table:
         raise ValueError(f"{path} is empty")
     first = _first_record(text)
     line_end = "\r\n" if first.endswith("\r") else "\n"
-    delimiter = sniff_delimiter(first.rstrip("\r"))
+    delimiter = detect_delimiter(first.rstrip("\r"))
     raw = pd.read_csv(
         io.StringIO(text), sep=delimiter, header=None, dtype=str, keep_default_na=False, quotechar=QUOTE,
         doublequote=True, engine="c",
