@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from stage2.clustering import Batcher, BatchingProblem, make_batcher
 from stage2.clustering.assignment import SizeModel
@@ -79,10 +80,13 @@ def cluster_groups(
     algorithm: AlgorithmConfig | Mapping[str, Any],
     *,
     n_jobs: int = 1,
+    courses: sp.csr_matrix | None = None,
 ) -> Clustering:
-    """Label every active student with a global batch index."""
+    """Label every active student with a global batch index. ``courses``: the students' course
+    matrix (:func:`~stage2.features.course_matrix`), when the caller has it already."""
     batcher = make_batcher(algorithm)
-    courses = course_matrix(active["student_id"], enrollments).matrix
+    if courses is None:
+        courses = course_matrix(active["student_id"], enrollments).matrix
     soft_features = SoftRuleFeatures(active, settings.soft_rule_scale)
     to_cluster = [g for g in plan.groups if g.n_batches > 1]
 

@@ -1,5 +1,5 @@
-"""The batching stages as a table: validation → configuration → batch sizing → clustering →
-room/shift allocation → membership → enrollment → metrics.
+"""The batching stages as a table: validation → configuration → batch sizing → course features →
+clustering → room/shift allocation → membership → enrollment → metrics.
 
 Each entry names a plain function of a stage module (or a thin adapter here that picks its
 arguments from the configuration), its inputs and its outputs. The catalog starts with
@@ -25,7 +25,7 @@ from stage2.contract import InstitutionData, load_institution, validate_output_t
 from stage2.contract.csvio import string_positions
 from stage2.contract.invariants import check_invariants
 from stage2.enrollment import build_batch_course_enrollment
-from stage2.features import course_matrix, course_set_digests
+from stage2.features import CourseMatrix, course_matrix, course_set_digests
 from stage2.membership import COURSE_SET_COLUMN, DEFAULT_TENANT, build_batches, build_membership
 from stage2.metrics import QualityReport, compute_quality
 from stage2.pipeline.runner import Catalog, Stage
@@ -68,9 +68,17 @@ def size_groups(data: InstitutionData, settings: BatchingSettings, rooms: pd.Dat
     return plan_batches(data.active_students, settings, largest_room)
 
 
-def cluster(data: InstitutionData, plan: BatchPlan, settings: BatchingSettings, config: Stage2Config) -> Clustering:
+def course_features(data: InstitutionData) -> tuple[CourseMatrix, np.ndarray]:
+    """The active students' course matrix and course-set digests, computed once for the
+    clustering, the membership table and a re-batch's comparisons."""
+    courses = course_matrix(data.active_students["student_id"], data.active_enrollments)
+    return courses, course_set_digests(courses)
+
+
+def cluster(data: InstitutionData, plan: BatchPlan, settings: BatchingSettings, config: Stage2Config,
+            courses: CourseMatrix) -> Clustering:
     return cluster_groups(data.active_students, data.active_enrollments, plan, settings, config.algorithm,
-                          n_jobs=config.n_jobs)
+                          n_jobs=config.n_jobs, courses=courses.matrix)
 
 
 def shift_preference_counts(active: pd.DataFrame, batch_of_student: np.ndarray, n_batches: int,
@@ -84,16 +92,22 @@ def shift_preference_counts(active: pd.DataFrame, batch_of_student: np.ndarray, 
     return counts
 
 
+def batch_labels(clustering: Clustering, plan: BatchPlan) -> list[str]:
+    """``<group> batch <n>`` per batch, for messages of the allocation (codes are made later,
+    in the membership stage)."""
+    number_in_group = np.arange(clustering.batch_group.size) - np.searchsorted(clustering.batch_group,
+                                                                                clustering.batch_group)
+    return [f"{plan.label(plan.groups[g])} batch {j + 1}"
+            for g, j in zip(clustering.batch_group, number_in_group, strict=True)]
+
+
 def allocate(clustering: Clustering, plan: BatchPlan, data: InstitutionData, rooms: pd.DataFrame,
              settings: BatchingSettings, config: Stage2Config) -> Allocation:
     """One (room, shift) per batch (:func:`stage2.allocation.allocate_rooms`)."""
     n_batches = int(clustering.batch_group.size)
     if not config.resources.allocate_rooms:
         return Allocation([None] * n_batches, [None] * n_batches, np.zeros(n_batches, np.int64), "off")
-    # batches are named by group and number here: their codes are made in the next stage
-    number_in_group = np.arange(n_batches) - np.searchsorted(clustering.batch_group, clustering.batch_group)
-    labels = [f"{plan.label(plan.groups[g])} batch {j + 1}"
-              for g, j in zip(clustering.batch_group, number_in_group, strict=True)]
+    labels = batch_labels(clustering, plan)
     sizes = np.bincount(clustering.batch_of_student, minlength=n_batches)
     preferences = shift_preference_counts(data.active_students, clustering.batch_of_student, n_batches, data.shifts)
     allocation = allocate_rooms(sizes, preferences, rooms, data.shifts, settings,
@@ -104,7 +118,8 @@ def allocate(clustering: Clustering, plan: BatchPlan, data: InstitutionData, roo
 
 
 def assign_members(data: InstitutionData, clustering: Clustering, plan: BatchPlan, allocation: Allocation,
-                   settings: BatchingSettings, config: Stage2Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   course_sets: np.ndarray, settings: BatchingSettings,
+                   config: Stage2Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``student_batches`` and ``batch_student_membership``."""
     institution = config.institution
     batches = build_batches(
@@ -112,7 +127,6 @@ def assign_members(data: InstitutionData, clustering: Clustering, plan: BatchPla
         timestamp=settings.as_of, tenant_id=institution.tenant_id if institution else None,
         institution_id=institution.institution_id if institution else None,
     )
-    course_sets = course_set_digests(course_matrix(data.active_students["student_id"], data.active_enrollments))
     membership = build_membership(data.active_students, batches, clustering.batch_of_student, timestamp=settings.as_of,
                                   course_sets=course_sets)
     return batches, membership
@@ -175,11 +189,12 @@ DRY_RUN_STAGES: tuple[Stage, ...] = (
 
 #: every stage that computes a batching; nothing is written but checkpoints
 BATCHING_STAGES: tuple[Stage, ...] = DRY_RUN_STAGES + (
-    Stage("clustering", cluster, ("data", "plan", "settings", "config"), ("clustering",), checkpoint=True),
+    Stage("features", course_features, ("data",), ("courses", "course_sets")),
+    Stage("clustering", cluster, ("data", "plan", "settings", "config", "courses"), ("clustering",), checkpoint=True),
     Stage("allocation", allocate, ("clustering", "plan", "data", "rooms", "settings", "config"), ("allocation",),
           checkpoint=True),
-    Stage("membership", assign_members, ("data", "clustering", "plan", "allocation", "settings", "config"),
-          ("batches", "membership")),
+    Stage("membership", assign_members, ("data", "clustering", "plan", "allocation", "course_sets", "settings",
+                                         "config"), ("batches", "membership")),
     Stage("enrollment", enroll, ("batches", "membership", "data", "settings"), ("batch_courses",)),
     Stage("metrics", measure, ("batches", "membership", "batch_courses", "data", "settings", "config"), ("quality",)),
 )
@@ -231,7 +246,7 @@ def previous_groups(previous: PreviousRun) -> np.ndarray | None:
 
 
 def classify(data: InstitutionData, plan: BatchPlan, settings: BatchingSettings, rooms: pd.DataFrame,
-             previous: PreviousRun, config: Stage2Config) -> RebatchPlan:
+             previous: PreviousRun, course_sets: np.ndarray, config: Stage2Config) -> RebatchPlan:
     """Each active student's class and each group's kept, new and dissolved batches
     (:func:`stage2.rebatching.plan.plan_rebatch`)."""
     active = data.active_students
@@ -240,10 +255,9 @@ def classify(data: InstitutionData, plan: BatchPlan, settings: BatchingSettings,
     previous_batch = np.where(previous_batch >= 0, previous.batch_row[np.maximum(previous_batch, 0)], -1)
     warnings: list[str] = []
     if previous.has_course_sets:
-        digests = course_set_digests(course_matrix(active["student_id"], data.active_enrollments))
         old = previous.membership.set_index(previous.membership["student_id"].astype(str))[COURSE_SET_COLUMN]
         old_digest = old.reindex(student_ids).astype("string").fillna("").to_numpy()
-        courses_changed = (previous_batch >= 0) & (old_digest != digests)
+        courses_changed = (previous_batch >= 0) & (old_digest != course_sets)
     else:
         courses_changed = np.zeros(len(active), dtype=bool)
         warnings.append(f"the previous run's {MEMBERSHIP_FILE} has no {COURSE_SET_COLUMN} column (a run of an "
@@ -262,16 +276,9 @@ def classify(data: InstitutionData, plan: BatchPlan, settings: BatchingSettings,
 
 
 def recluster(data: InstitutionData, plan: BatchPlan, rebatch_plan: RebatchPlan, settings: BatchingSettings,
-              config: Stage2Config) -> tuple[Rebatching, Clustering]:
-    rebatching = rebatch_clustering(data.active_students, data.active_enrollments, plan, rebatch_plan, settings, config)
+              config: Stage2Config, courses: CourseMatrix) -> tuple[Rebatching, Clustering]:
+    rebatching = rebatch_clustering(data.active_students, courses.matrix, plan, rebatch_plan, settings, config)
     return rebatching, rebatching.clustering
-
-
-def _batch_labels(clustering: Clustering, plan: BatchPlan) -> list[str]:
-    number_in_group = np.arange(clustering.batch_group.size) - np.searchsorted(clustering.batch_group,
-                                                                                clustering.batch_group)
-    return [f"{plan.label(plan.groups[g])} batch {j + 1}"
-            for g, j in zip(clustering.batch_group, number_in_group, strict=True)]
 
 
 def reallocate(rebatching: Rebatching, plan: BatchPlan, data: InstitutionData, rooms: pd.DataFrame,
@@ -286,14 +293,14 @@ def reallocate(rebatching: Rebatching, plan: BatchPlan, data: InstitutionData, r
     preferences = shift_preference_counts(data.active_students, clustering.batch_of_student, n_batches, data.shifts)
     allocation = keep_rooms(sizes, rebatching.previous_row, previous, preferences, rooms, data.shifts, settings,
                             shift_preference_weight=config.resources.shift_preference_weight,
-                            batch_labels=_batch_labels(clustering, plan))
+                            batch_labels=batch_labels(clustering, plan))
     audit("allocation", "allocation (%s): %d of %d batches placed", allocation.method, int(allocation.placed.sum()),
           n_batches, method=allocation.method, placed=int(allocation.placed.sum()), n_batches=n_batches)
     return allocation
 
 
 def reassign_members(data: InstitutionData, rebatching: Rebatching, plan: BatchPlan, allocation: Allocation,
-                     previous: PreviousRun, settings: BatchingSettings,
+                     previous: PreviousRun, course_sets: np.ndarray, settings: BatchingSettings,
                      config: Stage2Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``student_batches`` and ``batch_student_membership`` with the kept batches' codes (and
     ids); a student who stays in its batch keeps its membership's assignment time."""
@@ -305,7 +312,6 @@ def reassign_members(data: InstitutionData, rebatching: Rebatching, plan: BatchP
         timestamp=settings.as_of, tenant_id=institution.tenant_id if institution else None,
         institution_id=institution.institution_id if institution else None, codes=codes,
     )
-    course_sets = course_set_digests(course_matrix(data.active_students["student_id"], data.active_enrollments))
     membership = build_membership(data.active_students, batches, clustering.batch_of_student, timestamp=settings.as_of,
                                   course_sets=course_sets)
     old = previous.membership
@@ -319,15 +325,14 @@ def reassign_members(data: InstitutionData, rebatching: Rebatching, plan: BatchP
 
 def compare_with_previous(data: InstitutionData, rebatching: Rebatching, rebatch_plan: RebatchPlan,
                           batches: pd.DataFrame, previous: PreviousRun, plan: BatchPlan, settings: BatchingSettings,
-                          config: Stage2Config) -> RebatchOutcome:
+                          config: Stage2Config, courses: CourseMatrix) -> RebatchOutcome:
     """``rebatch_diff.csv`` and the ``rebatch`` report figures; with ``rebatch.fresh_reference``
     also a fresh clustering's course SSE."""
-    courses = course_matrix(data.active_students["student_id"], data.active_enrollments).matrix
     fresh_sse = None
     if config.rebatch.fresh_reference:
-        fresh = cluster(data, plan, settings, config)
-        fresh_sse = course_sse(courses, fresh.batch_of_student)
-    return rebatch_outcome(data.students, data.active_students, courses, batches,
+        fresh = cluster(data, plan, settings, config, courses)
+        fresh_sse = course_sse(courses.matrix, fresh.batch_of_student)
+    return rebatch_outcome(data.students, data.active_students, courses.matrix, batches,
                            rebatching.clustering.batch_of_student, rebatching.previous_row, rebatch_plan, previous,
                            fresh_course_sse=fresh_sse)
 
@@ -342,16 +347,17 @@ REBATCH_DRY_RUN_STAGES: tuple[Stage, ...] = (
     DRY_RUN_STAGES[2],
 )
 REBATCH_STAGES: tuple[Stage, ...] = REBATCH_DRY_RUN_STAGES + (
-    Stage("classification", classify, ("data", "plan", "settings", "rooms", "previous", "config"),
+    BATCHING_STAGES[len(DRY_RUN_STAGES)],  # features
+    Stage("classification", classify, ("data", "plan", "settings", "rooms", "previous", "course_sets", "config"),
           ("rebatch_plan",)),
-    Stage("clustering", recluster, ("data", "plan", "rebatch_plan", "settings", "config"),
+    Stage("clustering", recluster, ("data", "plan", "rebatch_plan", "settings", "config", "courses"),
           ("rebatching", "clustering")),
     Stage("allocation", reallocate, ("rebatching", "plan", "data", "rooms", "settings", "previous", "config"),
           ("allocation",)),
-    Stage("membership", reassign_members, ("data", "rebatching", "plan", "allocation", "previous", "settings",
-                                           "config"), ("batches", "membership")),
+    Stage("membership", reassign_members, ("data", "rebatching", "plan", "allocation", "previous", "course_sets",
+                                           "settings", "config"), ("batches", "membership")),
     BATCHING_STAGES[-2],
     BATCHING_STAGES[-1],
     Stage("comparison", compare_with_previous, ("data", "rebatching", "rebatch_plan", "batches", "previous", "plan",
-                                                "settings", "config"), ("rebatch",)),
+                                                "settings", "config", "courses"), ("rebatch",)),
 )

@@ -121,7 +121,6 @@ def rebatch_outcome(
     touched[now_row[(moved | (classes == NEW)) & (now_row >= 0)]] = True
     touched[gone_rows] = True
 
-    previous_labels = np.where(plan.previous_batch >= 0, plan.previous_batch, -1)
     n_students = int(len(active))
     n_moved = int(moved.sum())
     n_new = int(np.count_nonzero(classes == NEW))
@@ -146,7 +145,7 @@ def rebatch_outcome(
         "batches_dissolved": len(plan.dissolved),
         "room_changes": int(np.count_nonzero(~same_room)),
         "shift_changes": int(np.count_nonzero(~same_shift)),
-        "course_sse_previous": course_sse(courses, previous_labels),
+        "course_sse_previous": course_sse(courses, plan.previous_batch),
         "course_sse": course_sse(courses, now_batch),
         "course_sse_fresh": fresh_course_sse,
     }

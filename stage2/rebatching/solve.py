@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from stage2.clustering import BatchingProblem, make_batcher
 from stage2.clustering.assignment import (
@@ -35,7 +36,7 @@ from stage2.clustering.assignment import (
 from stage2.clustering.groups import Clustering, first_position_rank
 from stage2.config.schema import BalancedConfig, RebatchConfig, Stage2Config
 from stage2.config.settings import BatchingSettings
-from stage2.features import SoftRuleFeatures, course_matrix, group_features
+from stage2.features import SoftRuleFeatures, group_features
 from stage2.rebatching.plan import CHANGED, FORCED, UNCHANGED, GroupRebatch, RebatchPlan
 from stage2.runlog import audit
 from stage2.sizing import BatchPlan
@@ -150,13 +151,13 @@ def _class_penalties(plan: RebatchPlan, index: np.ndarray, config: RebatchConfig
 class _GroupSolver:
     """Solves one group of a re-batch at a given move-penalty factor."""
 
-    def __init__(self, active: pd.DataFrame, enrollments: pd.DataFrame, batch_plan: BatchPlan, plan: RebatchPlan,
+    def __init__(self, active: pd.DataFrame, courses: sp.csr_matrix, batch_plan: BatchPlan, plan: RebatchPlan,
                  settings: BatchingSettings, config: Stage2Config) -> None:
         self.plan, self.settings, self.rebatch = plan, settings, config.rebatch
         self.key_fields = batch_plan.key_fields
         self.engine = config.algorithm if isinstance(config.algorithm, BalancedConfig) else BalancedConfig()
         self.batcher = make_batcher(config.algorithm)
-        self.courses = course_matrix(active["student_id"], enrollments).matrix
+        self.courses = courses
         self.soft = SoftRuleFeatures(active, settings.soft_rule_scale)
 
     def features(self, group: GroupRebatch) -> np.ndarray:
@@ -223,11 +224,12 @@ def _meet_cap(solver: _GroupSolver, plan: RebatchPlan, batch_plan: BatchPlan, la
     return labels, factor, frozen_groups, warnings
 
 
-def rebatch_clustering(active: pd.DataFrame, enrollments: pd.DataFrame, batch_plan: BatchPlan, plan: RebatchPlan,
+def rebatch_clustering(active: pd.DataFrame, courses: sp.csr_matrix, batch_plan: BatchPlan, plan: RebatchPlan,
                        settings: BatchingSettings, config: Stage2Config) -> Rebatching:
     """Label every active student with a global batch: per group (in plan order) the kept
-    batches in the previous file's order, then the new ones by their first student."""
-    solver = _GroupSolver(active, enrollments, batch_plan, plan, settings, config)
+    batches in the previous file's order, then the new ones by their first student.
+    ``courses``: the active students' course matrix (:func:`~stage2.features.course_matrix`)."""
+    solver = _GroupSolver(active, courses, batch_plan, plan, settings, config)
     labels = [solver(group) for group in plan.groups]
     factor, frozen_groups, warnings = 1.0, list[str](), list[str]()
     if config.rebatch.max_moved is not None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import subprocess_env
 
+from stage2.service.executor import process_group_alive
+
 pytestmark = pytest.mark.slow
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -122,25 +124,15 @@ def alive(pid: int, created: float) -> bool:
         return False
 
 
-def group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def wait_group_gone(pgid: int, timeout: float) -> bool:
     """Wait until no process of the group is left (signals only: stopping must not depend on a
     process listing, so that a failing listing still leaves nothing running)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not group_exists(pgid):
+        if not process_group_alive(pgid):
             return True
         time.sleep(0.2)
-    return not group_exists(pgid)
+    return not process_group_alive(pgid)
 
 
 def stop_group(proc: subprocess.Popen) -> None:
