@@ -22,7 +22,7 @@ CHECKPOINT_DIR = ".checkpoints"
 #: stages whose results are saved, in pipeline order
 CHECKPOINTED_STAGES = ("sizing", "clustering", "allocation")
 #: configuration keys that do not change the batches (where output goes, how it is reported)
-NON_SEMANTIC_KEYS = ("tracking", "report", "resume", "dry_run", "output_dir", "n_jobs")
+NON_SEMANTIC_KEYS = ("tracking", "report", "resume", "dry_run", "output_dir", "parallel")
 
 
 def checkpoint_key(resolved_config: dict[str, Any], input_digest: str) -> str:

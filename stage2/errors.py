@@ -24,6 +24,7 @@ EXIT_CODES: dict[str, int] = {
     "configuration": 2,
     "input": 3,
     "infeasible": 4,
+    "environment": 5,
     "interrupted": 130,
 }
 
@@ -57,6 +58,11 @@ ERROR_CODES: dict[str, str] = {
     "CONVERGENCE_FAILURE": "raise the iteration limit or change the algorithm",
     "INSUFFICIENT_FACULTY": "add faculty for the named courses",
     "SCHEDULING_CONFLICT": "resolve the conflicting assignments",
+    # environment (exit 5): something outside stage2 and its input is down or unreachable
+    "PARALLEL_BACKEND_UNAVAILABLE": "start the Dask scheduler named by parallel.address (or unset it for a local "
+                                    "cluster), or use parallel.backend=loky",
+    "PARALLEL_WORKERS_LOST": "the Dask cluster has no workers left: start workers for the scheduler, "
+                             "or use parallel.backend=loky",
     # reporting (the audit notebook on a finished run)
     "AUDIT_FAILED": "open the partially executed notebook named in the message; if an integrity check "
                     "failed, the run's files were changed after the run (rerun stage2) or stage2 has a bug (report it)",
@@ -175,6 +181,14 @@ class InfeasibleError(Stage2Error):
 
     exit_code = EXIT_CODES["infeasible"]
     default_code = "CONSTRAINT_VIOLATION"
+
+
+class EnvironmentFault(Stage2Error):
+    """A service stage2 depends on (a Dask cluster, ...) is down or unreachable: not a bug in
+    stage2, not a problem of the input."""
+
+    exit_code = EXIT_CODES["environment"]
+    default_code = "PARALLEL_BACKEND_UNAVAILABLE"
 
 
 class InvariantViolation(Stage2Error):

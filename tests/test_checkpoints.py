@@ -21,7 +21,7 @@ DIGEST = "d" * 64
 CONFIG = {
     "data": {"input_dir": "/srv/in"}, "seed": 0, "batch_size": {"min": 15, "target": 35, "max": 60},
     "algorithm": {"name": "balanced"}, "tracking": {"enabled": False}, "report": {"notebook": False},
-    "resume": False, "dry_run": False, "output_dir": None, "n_jobs": -1,
+    "resume": False, "dry_run": False, "output_dir": None, "parallel": {"backend": "loky", "n_workers": -1},
 }
 
 
@@ -66,9 +66,9 @@ def test_key_covers_the_input_digest_and_the_configuration_that_shapes_batches()
                     {"algorithm": {"name": "kmeans"}}, {"data": {"input_dir": "/srv/other"}}):
         assert checkpoint_key({**CONFIG, **changed}, DIGEST) != key, changed
     # where output goes and how the run is reported do not change the batches
-    assert set(NON_SEMANTIC_KEYS) >= {"tracking", "report", "resume", "dry_run", "output_dir", "n_jobs"}
+    assert set(NON_SEMANTIC_KEYS) >= {"tracking", "report", "resume", "dry_run", "output_dir", "parallel"}
     for changed in ({"tracking": {"enabled": True}}, {"report": {"notebook": True}}, {"resume": True},
-                    {"dry_run": True}, {"output_dir": "/tmp/x"}, {"n_jobs": 2}):
+                    {"dry_run": True}, {"output_dir": "/tmp/x"}, {"parallel": {"backend": "dask", "n_workers": 2}}):
         assert checkpoint_key({**CONFIG, **changed}, DIGEST) == key, changed
 
 

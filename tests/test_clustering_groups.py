@@ -11,6 +11,7 @@ import pytest
 from stage2.allocation import home_rooms
 from stage2.clustering import groups as clustering_groups
 from stage2.config import build_settings
+from stage2.config.schema import ParallelConfig
 from stage2.contract import load_institution
 from stage2.sizing import plan_batches
 
@@ -31,7 +32,7 @@ def _worker_pids() -> set[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_parallel_groups_match_sequential_and_workers_are_shut_down(make_institution_dir, compose_config, monkeypatch):
+def test_parallel_groups_match_sequential_and_workers_are_shut_down(make_institution_dir, compose_config):
     input_dir = make_institution_dir(900, seed=4)
     cfg = compose_config([f"data.input_dir={input_dir}"])
     data = load_institution(input_dir)
@@ -41,11 +42,10 @@ def test_parallel_groups_match_sequential_and_workers_are_shut_down(make_institu
     algorithm = {"name": "balanced"}
 
     sequential = clustering_groups.cluster_groups(data.active_students, data.active_enrollments, plan, settings,
-                                                  algorithm, n_jobs=1)
-    # the stage parallelises from PARALLEL_MIN_STUDENTS students; lower it so 900 are enough
-    monkeypatch.setattr(clustering_groups, "PARALLEL_MIN_STUDENTS", 0)
+                                                  algorithm, parallel=ParallelConfig(n_workers=1))
+    # the stage parallelises from parallel.min_students students; lower it so 900 are enough
     parallel = clustering_groups.cluster_groups(data.active_students, data.active_enrollments, plan, settings,
-                                                algorithm, n_jobs=2)
+                                                algorithm, parallel=ParallelConfig(n_workers=2, min_students=0))
 
     assert np.array_equal(parallel.batch_of_student, sequential.batch_of_student)
     assert np.array_equal(parallel.batch_group, sequential.batch_group)

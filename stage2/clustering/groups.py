@@ -1,9 +1,9 @@
 """Clustering stage: run the configured algorithm on every mixable group.
 
-Groups are independent, so with ``n_jobs != 1`` and enough students they are spread over
-worker processes (joblib). Each group's seed is ``seed + group index``, so the result does
-not depend on how groups are scheduled. The workers are shut down when the stage ends: idle,
-they would hold their memory through the later stages.
+Groups are independent, so with ``parallel.n_workers != 1`` and enough students they are spread
+over worker processes: joblib's (``parallel.backend=loky``) or a Dask cluster's (``dask``; see
+:mod:`stage2.clustering.backends`). Each group's seed is ``seed + group index``, so the result
+does not depend on the backend or on how groups are scheduled.
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ import scipy.sparse as sp
 
 from stage2.clustering import Batcher, BatchingProblem, make_batcher
 from stage2.clustering.assignment import SizeModel
-from stage2.config.schema import AlgorithmConfig
+from stage2.clustering.backends import run_tasks
+from stage2.config.schema import AlgorithmConfig, ParallelConfig
 from stage2.config.settings import BatchingSettings
 from stage2.features import SoftRuleFeatures, course_matrix, group_features
 from stage2.memory import process_peak, workers_peak_mb
 from stage2.sizing import STATUS_OK, BatchPlan, GroupPlan
-
-#: below this many students, starting worker processes costs more than it saves
-PARALLEL_MIN_STUDENTS = 20_000
 
 
 @dataclass(frozen=True)
@@ -79,11 +77,12 @@ def cluster_groups(
     settings: BatchingSettings,
     algorithm: AlgorithmConfig | Mapping[str, Any],
     *,
-    n_jobs: int = 1,
+    parallel: ParallelConfig | None = None,
     courses: sp.csr_matrix | None = None,
 ) -> Clustering:
-    """Label every active student with a global batch index. ``courses``: the students' course
-    matrix (:func:`~stage2.features.course_matrix`), when the caller has it already."""
+    """Label every active student with a global batch index. ``parallel``: where the groups
+    run (default: all in this process); ``courses``: the students' course matrix
+    (:func:`~stage2.features.course_matrix`), when the caller has it already."""
     batcher = make_batcher(algorithm)
     if courses is None:
         courses = course_matrix(active["student_id"], enrollments).matrix
@@ -99,20 +98,10 @@ def cluster_groups(
             )
             yield BatchingProblem(features, size_model(group, settings), seed=settings.seed + group.group_index)
 
-    parallel = n_jobs != 1 and len(to_cluster) > 1 and len(active) >= PARALLEL_MIN_STUDENTS
+    parallel = parallel or ParallelConfig(n_workers=1)
     workers_peak = 0.0
-    if parallel:
-        # imported here: joblib (with loky, psutil, asyncio) would add to every one-group run's
-        # start-up (python -X importtime -c "import joblib")
-        from joblib import Parallel, delayed
-        from joblib.externals.loky import get_reusable_executor
-
-        try:
-            outcomes = Parallel(n_jobs=n_jobs, batch_size="auto")(
-                delayed(_fit_in_worker)(batcher, p) for p in problems()
-            )
-        finally:
-            get_reusable_executor().shutdown(wait=True)
+    if parallel.n_workers != 1 and len(to_cluster) > 1 and len(active) >= parallel.min_students:
+        outcomes = run_tasks(_fit_in_worker, ((batcher, p) for p in problems()), parallel)
         results = [labels for labels, _ in outcomes]
         workers_peak = workers_peak_mb([peak for _, peak in outcomes])
     else:

@@ -229,6 +229,31 @@ class RebatchConfig:
     fresh_reference: bool = False
 
 
+#: ``parallel.backend`` values: joblib's local worker processes, or a Dask cluster
+PARALLEL_BACKENDS: tuple[str, ...] = ("loky", "dask")
+
+
+@dataclass
+class ParallelConfig:
+    """Where independent groups are clustered. Every backend gives the same batches for the
+    same seed: each group's result depends only on its data and ``seed + group index``."""
+
+    #: ``loky`` (local worker processes, through joblib) | ``dask`` (a Dask cluster)
+    backend: str = "loky"
+    #: Dask scheduler address (``tcp://host:8786``); ``None``: a local cluster started for the
+    #: run and closed after the clustering stage. Ignored by ``loky``.
+    address: str | None = None
+    #: worker processes (-1: one per core): loky's ``n_jobs``, a local Dask cluster's workers;
+    #: 1 runs every group in this process. A remote scheduler has the workers it has.
+    n_workers: int = -1
+    #: below this many active students every group runs in this process: starting workers
+    #: costs more than it saves
+    min_students: int = 20_000
+    #: Dask: fail with ``PARALLEL_WORKERS_LOST`` when the cluster has had no worker for this
+    #: long, seconds (a run never waits forever on a cluster whose workers died)
+    worker_wait_s: float = 60.0
+
+
 @dataclass
 class InstitutionConfig:
     """Who the run is for; set by ``+institution=NAME``."""
@@ -253,6 +278,7 @@ class Stage2Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     rebatch: RebatchConfig = field(default_factory=RebatchConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     institution: InstitutionConfig | None = None
     seed: int = 0
     #: turn warnings (undersized group, unplaced batch, ...) into errors
@@ -261,8 +287,6 @@ class Stage2Config:
     as_of: str | None = None
     #: where the CSVs and reports go; ``None``: Hydra's run directory (or the cwd)
     output_dir: str | None = None
-    #: worker processes for clustering independent groups (-1: every core); large runs only
-    n_jobs: int = -1
     #: validate input and configuration, print the plan, write only validation_report.json
     dry_run: bool = False
     #: continue an interrupted run in the same output directory from its last checkpoint

@@ -40,7 +40,15 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from stage2.config.schema import CONSTRAINT_LEVELS, RULE_TYPES, SCOPE_TYPES, Stage2Config, to_stage2_config
+from stage2.config.schema import (
+    CONSTRAINT_LEVELS,
+    PARALLEL_BACKENDS,
+    RULE_TYPES,
+    SCOPE_TYPES,
+    ParallelConfig,
+    Stage2Config,
+    to_stage2_config,
+)
 from stage2.contract.schemas import EAV_VALUE_COLUMNS
 from stage2.errors import ConfigurationError, InputValidationError, ValidationIssue
 
@@ -484,6 +492,7 @@ def build_settings(cfg: Stage2Config | DictConfig | Mapping[str, Any], data: Any
             raise ConfigurationError(
                 f"enrollment.shared_threshold={shared_threshold} is outside [0, 1]", where="enrollment.shared_threshold"
             )
+    validate_parallel(conf.parallel)
     program_bounds = {}
     for program_id, partial in sorted(program_bounds_raw.items()):
         merged = replace(global_bounds, **partial)
@@ -510,6 +519,20 @@ def build_settings(cfg: Stage2Config | DictConfig | Mapping[str, Any], data: Any
         overrides=tuple(applied),
         warnings=tuple(warnings),
     )
+
+
+def validate_parallel(parallel: ParallelConfig) -> None:
+    """Raise :class:`ConfigurationError` (INVALID_CONFIGURATION) for an unknown backend, a worker
+    count of 0 or below -1, or a non-positive worker wait."""
+    if parallel.backend not in PARALLEL_BACKENDS:
+        raise ConfigurationError(f"parallel.backend={parallel.backend!r} is not one of {', '.join(PARALLEL_BACKENDS)}",
+                                 where="parallel.backend")
+    if parallel.n_workers == 0 or parallel.n_workers < -1:
+        raise ConfigurationError(f"parallel.n_workers={parallel.n_workers}: use a positive count, or -1 for one "
+                                 "worker per core", where="parallel.n_workers")
+    if not parallel.worker_wait_s > 0:
+        raise ConfigurationError(f"parallel.worker_wait_s={parallel.worker_wait_s} must be positive",
+                                 where="parallel.worker_wait_s")
 
 
 #: columns the loader adds to the student frame: not columns of student_data.csv

@@ -78,7 +78,7 @@ def course_features(data: InstitutionData) -> tuple[CourseMatrix, np.ndarray]:
 def cluster(data: InstitutionData, plan: BatchPlan, settings: BatchingSettings, config: Stage2Config,
             courses: CourseMatrix) -> Clustering:
     return cluster_groups(data.active_students, data.active_enrollments, plan, settings, config.algorithm,
-                          n_jobs=config.n_jobs, courses=courses.matrix)
+                          parallel=config.parallel, courses=courses.matrix)
 
 
 def shift_preference_counts(active: pd.DataFrame, batch_of_student: np.ndarray, n_batches: int,
