@@ -1,6 +1,6 @@
 """``python -m stage2.synth OUT_DIR --students N --seed S``: write a synthetic institution.
 
-Options: ``--groups many|one``, ``--profile university|college``, ``--delimiter`` (``,``
+Options: ``--groups many|one|large``, ``--profile university|college``, ``--delimiter`` (``,``
 ``;`` ``|`` or ``tab``), ``--bom``, ``--enrollment-format table|list_column``. Prints each file
 written with its rows and size.
 """
@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--students", type=int, required=True, help="number of students")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--groups", choices=GROUPINGS, default="many",
-                        help="'many' programme x semester groups, or 'one' mixable group")
+                        help="'many' programme x semester groups of mostly 40-400 students, 'one' mixable group, "
+                             "or 'large': programme x semester groups of ~10k-60k students each (at 1M students)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="university")
     parser.add_argument("--delimiter", type=_delimiter, default=",",
                         help="field delimiter: ',' (default), ';', '|' or 'tab'")

@@ -404,6 +404,10 @@ SHIFT_PREFERENCE_SHARE = 0.70  # students with a preferred shift; the rest leave
 #: relative size of the cohorts of term semester 1, 3, 5, 7 (drop-outs)
 COHORT_RETENTION = (1.00, 0.92, 0.86, 0.81)
 PROGRAM_SIZE_SIGMA = 0.5  # programme intake ~ lognormal(0, sigma)
+#: ``--groups large``: mean students of a programme x semester group, and the range of the
+#: groups' relative sizes (1M students: ~32 groups of ~10k-60k)
+LARGE_GROUP_STUDENTS = 32_000
+LARGE_GROUP_WEIGHTS = (1.0, 6.0)
 
 #: (cell value, share); lists use ";" in the returned tables
 LANGUAGE_CHOICES = (

@@ -46,7 +46,7 @@ TABLES = (
     "dynamic_parameters",
     "entity_parameter_values",
 )
-GROUPINGS = ("many", "one")
+GROUPINGS = ("many", "one", "large")
 DELIMITERS = (",", ";", "\t", "|")
 ENROLLMENT_FORMATS = ("table", "list_column")
 LIST_COLUMNS = ("preferred_languages", "enrolled_courses")
@@ -69,7 +69,8 @@ def make_institution(
     programmes, more with more students) or ``"college"`` (2-3 programmes, fewer electives).
     ``n_groups="one"`` puts every student in one programme, academic year and semester (one
     mixable group with core courses, track electives and noise); ``"many"`` spreads them over
-    programme x semester groups of mostly 40-400 students.
+    programme x semester groups of mostly 40-400 students; ``"large"`` over few programmes whose
+    semester groups hold ~32,000 students on average (sizes in a 1 : 6 range: ~10k-60k at 1M).
 
     Deterministic: the same arguments give equal frames. ``student_course_enrollment`` holds
     ``student_id``/``course_id``/``academic_year``/``enrollment_date`` as categoricals.
@@ -172,6 +173,8 @@ def _programs(spec: cat.Profile, n_students: int, n_groups: str) -> tuple[pd.Dat
     """The programme table, and the number of term semesters of each programme."""
     if n_groups == "one":
         n_programs = 1
+    elif n_groups == "large":
+        n_programs = max(1, round(n_students / (cat.LARGE_GROUP_STUDENTS * MAX_TERM_SEMESTERS)))
     else:
         n_programs = max(spec.min_programs, round(n_students / spec.students_per_program))
         if spec.max_programs is not None:
@@ -355,8 +358,11 @@ def _group_sizes(prog_sems: np.ndarray, n_students: int, n_groups: str,
     if n_groups == "one":
         sizes[prog_sems[0] - _elective_semesters(prog_sems[0])] = n_students
         return sizes
-    intake = rng.lognormal(0.0, cat.PROGRAM_SIZE_SIGMA, size=n_programs)
-    weights = intake[:, None] * np.asarray(cat.COHORT_RETENTION)[None, :]
+    if n_groups == "large":
+        weights = rng.uniform(*cat.LARGE_GROUP_WEIGHTS, size=(n_programs, MAX_TERM_SEMESTERS))
+    else:
+        intake = rng.lognormal(0.0, cat.PROGRAM_SIZE_SIGMA, size=n_programs)
+        weights = intake[:, None] * np.asarray(cat.COHORT_RETENTION)[None, :]
     weights[np.arange(MAX_TERM_SEMESTERS)[None, :] >= prog_sems[:, None]] = 0.0
     weights = weights.ravel()
     return rng.multinomial(n_students, weights / weights.sum())
