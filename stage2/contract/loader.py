@@ -26,6 +26,7 @@ Resolved points the contract leaves open (also in ``stage2/contract/README.md``)
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from stage2.contract.csvio import (
     row_issues,
     row_number,
     string_isin,
+    string_positions,
     tuples_by_label,
     upper_enum,
 )
@@ -96,7 +98,7 @@ class TableSpec:
     """How to coerce one input table before its schema check."""
 
     file: str
-    schema: type[pa.DataFrameModel]
+    schema: pa.DataFrameSchema
     required: tuple[str, ...]
     integers: tuple[str, ...] = ()
     floats: tuple[str, ...] = ()
@@ -155,6 +157,12 @@ SPECS: dict[str, TableSpec] = {
 CONTRACT_FILES: tuple[str, ...] = (*SPECS, *PASSTHROUGH_KEYS)
 
 _Coercer = Callable[..., tuple[pd.Series, list[ValidationIssue]]]
+
+#: The enrollments' schema without its (student_id, course_id) uniqueness check, for frames
+#: whose repeated pairs are already dropped (with a warning): there it cannot fail, and on
+#: millions of rows it costs seconds.
+_DEDUPLICATED_ENROLLMENTS = copy.deepcopy(schemas.StudentCourseEnrollment)
+_DEDUPLICATED_ENROLLMENTS.unique = None
 
 
 def load_institution(input_dir: str | Path) -> InstitutionData:
@@ -308,7 +316,7 @@ class _Loader:
     def _validate(
         self,
         frame: pd.DataFrame,
-        schema: type[pa.DataFrameModel] | pa.DataFrameSchema,
+        schema: pa.DataFrameSchema,
         file: str,
         column_names: dict[str, str] | None = None,
     ) -> None:
@@ -366,9 +374,11 @@ class _Loader:
         by_id = dict(zip(ids, ids, strict=True))
         by_code = _first_id_by(shifts, "shift_code", lambda s: s.str.upper())
         by_type = _first_id_by(shifts, "shift_type", upper_enum)
-        resolved = raw.map(by_id).fillna(raw.str.upper().map(by_code)).astype(STRING_DTYPE)
-        as_type = upper_enum(raw).where(resolved.isna())
-        resolved = resolved.fillna(as_type.map(by_type)).astype(STRING_DTYPE)
+        # each later form is looked up only for the values the earlier ones left unresolved
+        resolved = _lookup(raw, by_id)
+        resolved = resolved.fillna(_lookup(raw[resolved.isna()].str.upper(), by_code))
+        as_type = upper_enum(raw[resolved.isna()]).reindex(raw.index)
+        resolved = resolved.fillna(_lookup(as_type, by_type))
         if "shift_type" in shifts:
             per_type = shifts["shift_type"].value_counts()
             for shift_type in sorted(set(as_type.dropna()) & set(per_type[per_type > 1].index)):
@@ -431,7 +441,7 @@ class _Loader:
             if column not in frame:
                 frame[column] = _typed_nulls(frame.index, column)
         frame = self._drop_duplicate_enrollments(frame, file)
-        self._validate(frame, schemas.StudentCourseEnrollment, file, names)
+        self._validate(frame, _DEDUPLICATED_ENROLLMENTS, file, names)
         return frame, file, names
 
     def _drop_duplicate_enrollments(self, frame: pd.DataFrame, file: str) -> pd.DataFrame:
@@ -571,6 +581,18 @@ def _first_id_by(shifts: pd.DataFrame, column: str, normalise: Callable[[pd.Seri
     keys = normalise(shifts[column].astype(STRING_DTYPE))
     pairs = pd.DataFrame({"key": keys, "shift_id": shifts["shift_id"]}).dropna().drop_duplicates("key")
     return dict(zip(pairs["key"], pairs["shift_id"], strict=True))
+
+
+def _lookup(keys: pd.Series, mapping: dict[str, str]) -> pd.Series:
+    """``keys.map(mapping)`` as ``string`` (null where a key is absent), without pandas' map,
+    which converts millions of Arrow strings to Python objects one by one."""
+    if not mapping:
+        return _nulls(keys.index)
+    positions = string_positions(keys, pd.Series(list(mapping), dtype=STRING_DTYPE))
+    values = pd.Series(list(mapping.values()), dtype=STRING_DTYPE)
+    found = positions >= 0
+    return pd.Series(values.to_numpy(dtype=object)[positions.clip(min=0)], index=keys.index,
+                     dtype=STRING_DTYPE).where(found)
 
 
 def _nulls(index: pd.Index) -> pd.Series:

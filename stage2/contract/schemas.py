@@ -1,10 +1,10 @@
 """pandera schemas of the contract's tables, and the conversion of their failures into issues.
 
-Input models describe a table *after* the loader's coercion (ids and text as nullable
+Input schemas describe a table *after* the loader's coercion (ids and text as nullable
 ``string``, numbers as ``Int64``/``Float64``, booleans as ``boolean``/``bool``, enumerations
 upper case). All are non-strict: unknown extra columns are kept.
 
-Output models describe the three tables the pipeline writes; their leading columns must be
+Output schemas describe the three tables the pipeline writes; their leading columns must be
 exactly :data:`STUDENT_BATCHES_COLUMNS`, :data:`MEMBERSHIP_COLUMNS` and
 :data:`BATCH_COURSE_ENROLLMENT_COLUMNS`, in that order (more may follow).
 """
@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
-from pandera.typing import Series
 
 from stage2.contract.csvio import MAX_ISSUES_PER_CHECK, row_number
 from stage2.errors import InvariantViolation, ValidationIssue
@@ -67,149 +66,211 @@ BATCH_COURSE_ENROLLMENT_COLUMNS: tuple[str, ...] = (
     "priority_level", "sessions_per_week", "is_active", "created_at",
 )  # fmt: skip
 
-_String = Series[pd.StringDtype]
-_OptString = Series[pd.StringDtype] | None
-_KEY: dict[str, Any] = {"nullable": False, "unique": True}
-_SEMESTER: dict[str, Any] = {"in_range": {"min_value": SEMESTER_MIN, "max_value": SEMESTER_MAX}, "nullable": True}
-_ACADEMIC_YEAR: dict[str, Any] = {"str_length": {"min_value": ACADEMIC_YEAR_MIN_CHARS}}
+# Tables are pandera's object API (DataFrameSchema/Column), not DataFrameModel classes: turning
+# a model into a schema resolves its annotations through pandera.typing, which imports every
+# backend pandera knows (dask.dataframe, ...) — half a second of a small run's start-up.
+
+_STRING = pd.StringDtype()
+_INT = pd.Int64Dtype()
+_FLOAT = pd.Float64Dtype()
+_BOOLEAN = pd.BooleanDtype()
 
 
-class _Input(pa.DataFrameModel):
-    class Config:
-        strict = False  # unknown extra columns are kept
-        coerce = False  # the loader coerces and reports unparseable cells itself
+def _column(
+    dtype: Any = None, *checks: pa.Check, nullable: bool = True, required: bool = True, unique: bool = False
+) -> pa.Column:
+    """A column; an input table's optional columns are ``required=False`` (absent is fine)."""
+    return pa.Column(dtype, list(checks), nullable=nullable, required=required, unique=unique)
+
+
+def _key() -> pa.Column:
+    """A non-blank, unique identifier."""
+    return _column(_STRING, nullable=False, unique=True)
+
+
+def _text() -> pa.Column:
+    """An optional, nullable text column."""
+    return _column(_STRING, required=False)
+
+
+def _semester(*, required: bool) -> pa.Column:
+    return _column(_INT, pa.Check.in_range(min_value=SEMESTER_MIN, max_value=SEMESTER_MAX), required=required)
+
+
+def _academic_year(*, nullable: bool) -> pa.Column:
+    return _column(_STRING, pa.Check.str_length(min_value=ACADEMIC_YEAR_MIN_CHARS), nullable=nullable)
+
+
+def _input(name: str, columns: dict[str, pa.Column], **options: Any) -> pa.DataFrameSchema:
+    """An input table's schema: non-strict (unknown extra columns are kept), and no coercion
+    (the loader coerces and reports unparseable cells itself)."""
+    return pa.DataFrameSchema(columns, strict=False, coerce=False, name=name, **options)
 
 
 # --------------------------------------------------------------------------------------------
 # input tables
 
+StudentData = _input(
+    "StudentData",
+    {
+        "student_id": _key(),
+        "program_id": _column(_STRING, nullable=False),
+        "academic_year": _academic_year(nullable=False),
+        "semester": _semester(required=False),
+        "student_name": _text(),
+        "roll_number": _text(),
+        "email": _text(),
+        "preferred_shift": _text(),
+        "preferred_languages": _column(object, nullable=False, required=False),
+        "enrolled_courses": _column(object, nullable=False, required=False),
+        "tenant_id": _text(),
+        "institution_id": _text(),
+        "is_active": _column(bool, nullable=False),
+    },
+)
 
-class StudentData(_Input):
-    student_id: _String = pa.Field(**_KEY)
-    program_id: _String = pa.Field(nullable=False)
-    academic_year: _String = pa.Field(nullable=False, **_ACADEMIC_YEAR)
-    semester: Series[pd.Int64Dtype] | None = pa.Field(**_SEMESTER)
-    student_name: _OptString = pa.Field(nullable=True)
-    roll_number: _OptString = pa.Field(nullable=True)
-    email: _OptString = pa.Field(nullable=True)
-    preferred_shift: _OptString = pa.Field(nullable=True)
-    preferred_languages: Series[object] | None = pa.Field(nullable=False)
-    enrolled_courses: Series[object] | None = pa.Field(nullable=False)
-    tenant_id: _OptString = pa.Field(nullable=True)
-    institution_id: _OptString = pa.Field(nullable=True)
-    is_active: Series[bool] = pa.Field(nullable=False)
+Programs = _input(
+    "Programs",
+    {
+        "program_id": _key(),
+        "program_code": _text(),
+        "program_name": _text(),
+        "program_type": _text(),
+        "department_id": _text(),
+        "duration_years": _column(_FLOAT, pa.Check.ge(0), required=False),
+        "total_credits": _column(_FLOAT, pa.Check.ge(0), required=False),
+    },
+)
 
+Courses = _input(
+    "Courses",
+    {
+        "course_id": _key(),
+        "course_code": _text(),
+        "course_name": _text(),
+        "course_type": _column(_STRING, pa.Check.isin(list(COURSE_TYPES)), nullable=False),
+        "credits": _column(
+            _FLOAT, pa.Check.gt(CREDITS_EXCLUSIVE_MIN), pa.Check.le(CREDITS_MAX), required=False
+        ),
+        "theory_hours": _column(_FLOAT, pa.Check.ge(0), required=False),
+        "practical_hours": _column(_FLOAT, pa.Check.ge(0), required=False),
+        "max_sessions_per_week": _column(
+            _INT,
+            pa.Check.in_range(min_value=SESSIONS_PER_WEEK_MIN, max_value=SESSIONS_PER_WEEK_MAX),
+            required=False,
+        ),
+        "program_id": _text(),
+        "semester": _semester(required=False),
+    },
+)
 
-class Programs(_Input):
-    program_id: _String = pa.Field(**_KEY)
-    program_code: _OptString = pa.Field(nullable=True)
-    program_name: _OptString = pa.Field(nullable=True)
-    program_type: _OptString = pa.Field(nullable=True)
-    department_id: _OptString = pa.Field(nullable=True)
-    duration_years: Series[pd.Float64Dtype] | None = pa.Field(ge=0, nullable=True)
-    total_credits: Series[pd.Float64Dtype] | None = pa.Field(ge=0, nullable=True)
+StudentCourseEnrollment = _input(
+    "StudentCourseEnrollment",
+    {
+        "student_id": _column(_STRING, nullable=False),
+        "course_id": _column(_STRING, nullable=False),
+        "is_mandatory": _column(_BOOLEAN),
+        "academic_year": _academic_year(nullable=True),
+        "semester": _semester(required=True),
+        "enrollment_date": _column(_STRING),
+    },
+    unique=["student_id", "course_id"],
+)
 
+Rooms = _input(
+    "Rooms",
+    {
+        "room_id": _key(),
+        "capacity": _column(
+            _INT, pa.Check.in_range(min_value=ROOM_CAPACITY_MIN, max_value=ROOM_CAPACITY_MAX), nullable=False
+        ),
+        "room_code": _text(),
+        "room_name": _text(),
+        "room_type": _text(),
+        "building_name": _text(),
+        "floor_number": _column(_INT, required=False),
+        "preferred_shift": _text(),
+    },
+)
 
-class Courses(_Input):
-    course_id: _String = pa.Field(**_KEY)
-    course_code: _OptString = pa.Field(nullable=True)
-    course_name: _OptString = pa.Field(nullable=True)
-    course_type: _String = pa.Field(isin=list(COURSE_TYPES), nullable=False)
-    credits: Series[pd.Float64Dtype] | None = pa.Field(gt=CREDITS_EXCLUSIVE_MIN, le=CREDITS_MAX, nullable=True)
-    theory_hours: Series[pd.Float64Dtype] | None = pa.Field(ge=0, nullable=True)
-    practical_hours: Series[pd.Float64Dtype] | None = pa.Field(ge=0, nullable=True)
-    max_sessions_per_week: Series[pd.Int64Dtype] | None = pa.Field(
-        in_range={"min_value": SESSIONS_PER_WEEK_MIN, "max_value": SESSIONS_PER_WEEK_MAX}, nullable=True
-    )
-    program_id: _OptString = pa.Field(nullable=True)
-    semester: Series[pd.Int64Dtype] | None = pa.Field(**_SEMESTER)
-
-
-class StudentCourseEnrollment(_Input):
-    student_id: _String = pa.Field(nullable=False)
-    course_id: _String = pa.Field(nullable=False)
-    is_mandatory: Series[pd.BooleanDtype] = pa.Field(nullable=True)
-    academic_year: _String = pa.Field(nullable=True, **_ACADEMIC_YEAR)
-    semester: Series[pd.Int64Dtype] = pa.Field(**_SEMESTER)
-    enrollment_date: _String = pa.Field(nullable=True)
-
-    class Config:
-        unique = ["student_id", "course_id"]
-
-
-class Rooms(_Input):
-    room_id: _String = pa.Field(**_KEY)
-    capacity: Series[pd.Int64Dtype] = pa.Field(
-        in_range={"min_value": ROOM_CAPACITY_MIN, "max_value": ROOM_CAPACITY_MAX}, nullable=False
-    )
-    room_code: _OptString = pa.Field(nullable=True)
-    room_name: _OptString = pa.Field(nullable=True)
-    room_type: _OptString = pa.Field(nullable=True)
-    building_name: _OptString = pa.Field(nullable=True)
-    floor_number: Series[pd.Int64Dtype] | None = pa.Field(nullable=True)
-    preferred_shift: _OptString = pa.Field(nullable=True)
-
-
-class Shifts(_Input):
-    shift_id: _String = pa.Field(**_KEY)
-    shift_code: _OptString = pa.Field(nullable=True)
-    shift_name: _OptString = pa.Field(nullable=True)
-    shift_type: _OptString = pa.Field(isin=list(SHIFT_TYPES), nullable=True)
-    start_time: _OptString = pa.Field(nullable=True)
-    end_time: _OptString = pa.Field(nullable=True)
-
-
-class CoursePrerequisites(_Input):
-    course_id: _String = pa.Field(nullable=False)
-    prerequisite_course_id: _String = pa.Field(nullable=False)
-    is_mandatory: Series[pd.BooleanDtype] | None = pa.Field(nullable=True)
-    minimum_grade: _OptString = pa.Field(nullable=True)
-
-    class Config:
-        unique = ["course_id", "prerequisite_course_id"]
-
-    @pa.dataframe_check(name="not_own_prerequisite")
-    def _not_own_prerequisite(cls, df: pd.DataFrame) -> pd.Series:
-        return (df["course_id"] != df["prerequisite_course_id"]).fillna(True)
-
-
-class DynamicParameters(_Input):
-    parameter_id: _String = pa.Field(**_KEY)
-    parameter_code: _String = pa.Field(nullable=False)
-    parameter_name: _OptString = pa.Field(nullable=True)
-    parameter_path: _OptString = pa.Field(nullable=True)
-    data_type: _OptString = pa.Field(nullable=True)
-    default_value: _OptString = pa.Field(nullable=True)
-    validation_rules: _OptString = pa.Field(nullable=True)
-    tenant_id: _OptString = pa.Field(nullable=True)
+Shifts = _input(
+    "Shifts",
+    {
+        "shift_id": _key(),
+        "shift_code": _text(),
+        "shift_name": _text(),
+        "shift_type": _column(_STRING, pa.Check.isin(list(SHIFT_TYPES)), required=False),
+        "start_time": _text(),
+        "end_time": _text(),
+    },
+)
 
 
-class EntityParameterValues(_Input):
-    value_id: _OptString = pa.Field(nullable=True, unique=True)
-    entity_type: _String = pa.Field(nullable=False)
-    entity_id: _String = pa.Field(nullable=False)
-    parameter_id: _String = pa.Field(nullable=False)
-    parameter_value: _OptString = pa.Field(nullable=True)
-    numeric_value: Series[pd.Float64Dtype] | None = pa.Field(nullable=True)
-    integer_value: Series[pd.Int64Dtype] | None = pa.Field(nullable=True)
-    boolean_value: Series[pd.BooleanDtype] | None = pa.Field(nullable=True)
-    json_value: _OptString = pa.Field(nullable=True)
-    effective_from: Series[Any] | None = pa.Field(nullable=True)
-    effective_to: Series[Any] | None = pa.Field(nullable=True)
-    tenant_id: _OptString = pa.Field(nullable=True)
+def _not_own_prerequisite(df: pd.DataFrame) -> pd.Series:
+    return (df["course_id"] != df["prerequisite_course_id"]).fillna(True)
 
-    @pa.dataframe_check(name="exactly_one_value")
-    def _exactly_one_value(cls, df: pd.DataFrame) -> pd.Series:
-        filled = sum((df[c].notna().astype(int) for c in EAV_VALUE_COLUMNS if c in df), pd.Series(0, index=df.index))
-        return filled == 1
 
-    @pa.dataframe_check(name="effective_window")
-    def _effective_window(cls, df: pd.DataFrame) -> pd.Series:
-        if "effective_from" not in df or "effective_to" not in df:
-            return pd.Series(True, index=df.index)
-        start, end = df["effective_from"], df["effective_to"]
-        # an empty bound is open (NaT compares False, so test for it explicitly)
-        return (start.isna() | end.isna() | (start < end)).fillna(True).astype(bool)
+CoursePrerequisites = _input(
+    "CoursePrerequisites",
+    {
+        "course_id": _column(_STRING, nullable=False),
+        "prerequisite_course_id": _column(_STRING, nullable=False),
+        "is_mandatory": _column(_BOOLEAN, required=False),
+        "minimum_grade": _text(),
+    },
+    unique=["course_id", "prerequisite_course_id"],
+    checks=[pa.Check(_not_own_prerequisite, name="not_own_prerequisite")],
+)
+
+DynamicParameters = _input(
+    "DynamicParameters",
+    {
+        "parameter_id": _key(),
+        "parameter_code": _column(_STRING, nullable=False),
+        "parameter_name": _text(),
+        "parameter_path": _text(),
+        "data_type": _text(),
+        "default_value": _text(),
+        "validation_rules": _text(),
+        "tenant_id": _text(),
+    },
+)
+
+
+def _exactly_one_value(df: pd.DataFrame) -> pd.Series:
+    filled = sum((df[c].notna().astype(int) for c in EAV_VALUE_COLUMNS if c in df), pd.Series(0, index=df.index))
+    return filled == 1
+
+
+def _effective_window(df: pd.DataFrame) -> pd.Series:
+    if "effective_from" not in df or "effective_to" not in df:
+        return pd.Series(True, index=df.index)
+    start, end = df["effective_from"], df["effective_to"]
+    # an empty bound is open (NaT compares False, so test for it explicitly)
+    return (start.isna() | end.isna() | (start < end)).fillna(True).astype(bool)
+
+
+EntityParameterValues = _input(
+    "EntityParameterValues",
+    {
+        "value_id": _column(_STRING, required=False, unique=True),
+        "entity_type": _column(_STRING, nullable=False),
+        "entity_id": _column(_STRING, nullable=False),
+        "parameter_id": _column(_STRING, nullable=False),
+        "parameter_value": _text(),
+        "numeric_value": _column(_FLOAT, required=False),
+        "integer_value": _column(_INT, required=False),
+        "boolean_value": _column(_BOOLEAN, required=False),
+        "json_value": _text(),
+        "effective_from": _column(required=False),
+        "effective_to": _column(required=False),
+        "tenant_id": _text(),
+    },
+    checks=[
+        pa.Check(_exactly_one_value, name="exactly_one_value"),
+        pa.Check(_effective_window, name="effective_window"),
+    ],
+)
 
 
 def key_schema(key: str) -> pa.DataFrameSchema:
@@ -223,65 +284,69 @@ def key_schema(key: str) -> pa.DataFrameSchema:
 # output tables
 
 
-class _Output(pa.DataFrameModel):
-    class Config:
-        strict = False  # more columns may follow the contract's
-        ordered = True
-        coerce = False
+def _output(name: str, columns: dict[str, pa.Column], unique: list[str] | None = None) -> pa.DataFrameSchema:
+    """An output table's schema: its contract columns lead, in order; more may follow."""
+    return pa.DataFrameSchema(columns, strict=False, ordered=True, coerce=False, unique=unique, name=name)
 
 
-class StudentBatches(_Output):
-    batch_id: Series[Any] = pa.Field(**_KEY)
-    tenant_id: Series[Any] = pa.Field(nullable=True)
-    institution_id: Series[Any] = pa.Field(nullable=True)
-    program_id: Series[Any] = pa.Field(nullable=True)
-    batch_code: Series[Any] = pa.Field(nullable=False)
-    batch_name: Series[Any] = pa.Field(nullable=True)
-    student_count: Series[Any] = pa.Field(ge=1, nullable=False)
-    academic_year: Series[Any] = pa.Field(nullable=True)
-    semester: Series[Any] = pa.Field(nullable=True)
-    preferred_shift: Series[Any] = pa.Field(nullable=True)
-    capacity_allocated: Series[Any] = pa.Field(ge=0, nullable=True)
-    generation_timestamp: Series[Any] = pa.Field(nullable=False)
-    is_active: Series[Any] = pa.Field(nullable=False)
-    room_id: Series[Any] = pa.Field(nullable=True)
-    shift_id: Series[Any] = pa.Field(nullable=True)
+StudentBatches = _output(
+    "StudentBatches",
+    {
+        "batch_id": _column(nullable=False, unique=True),
+        "tenant_id": _column(),
+        "institution_id": _column(),
+        "program_id": _column(),
+        "batch_code": _column(nullable=False),
+        "batch_name": _column(),
+        "student_count": _column(None, pa.Check.ge(1), nullable=False),
+        "academic_year": _column(),
+        "semester": _column(),
+        "preferred_shift": _column(),
+        "capacity_allocated": _column(None, pa.Check.ge(0)),
+        "generation_timestamp": _column(nullable=False),
+        "is_active": _column(nullable=False),
+        "room_id": _column(),
+        "shift_id": _column(),
+    },
+    unique=["tenant_id", "batch_code"],
+)
 
-    class Config:
-        unique = ["tenant_id", "batch_code"]
+BatchStudentMembership = _output(
+    "BatchStudentMembership",
+    {
+        "membership_id": _column(nullable=False, unique=True),
+        "batch_id": _column(nullable=False),
+        "student_id": _column(nullable=False, unique=True),  # every active student in exactly one row
+        "student_name": _column(),
+        "program_id": _column(),
+        "academic_year": _column(),
+        "enrollment_date": _column(),
+        "membership_status": _column(None, pa.Check.str_length(min_value=1), nullable=False),
+        "assignment_timestamp": _column(nullable=False),
+        "is_active": _column(nullable=False),
+    },
+)
 
-
-class BatchStudentMembership(_Output):
-    membership_id: Series[Any] = pa.Field(**_KEY)
-    batch_id: Series[Any] = pa.Field(nullable=False)
-    student_id: Series[Any] = pa.Field(**_KEY)  # every active student in exactly one row
-    student_name: Series[Any] = pa.Field(nullable=True)
-    program_id: Series[Any] = pa.Field(nullable=True)
-    academic_year: Series[Any] = pa.Field(nullable=True)
-    enrollment_date: Series[Any] = pa.Field(nullable=True)
-    membership_status: Series[Any] = pa.Field(nullable=False, str_length={"min_value": 1})
-    assignment_timestamp: Series[Any] = pa.Field(nullable=False)
-    is_active: Series[Any] = pa.Field(nullable=False)
-
-
-class BatchCourseEnrollment(_Output):
-    enrollment_id: Series[Any] = pa.Field(**_KEY)
-    batch_id: Series[Any] = pa.Field(nullable=False)
-    course_id: Series[Any] = pa.Field(nullable=False)
-    course_name: Series[Any] = pa.Field(nullable=True)
-    credit_hours: Series[Any] = pa.Field(nullable=True)
-    enrollment_status: Series[Any] = pa.Field(isin=list(ENROLLMENT_STATUSES), nullable=False)
-    expected_students: Series[Any] = pa.Field(ge=1, nullable=False)
-    capacity_utilization: Series[Any] = pa.Field(ge=0, nullable=True)
-    credits_allocated: Series[Any] = pa.Field(nullable=True)
-    is_mandatory: Series[Any] = pa.Field(nullable=False)
-    priority_level: Series[Any] = pa.Field(nullable=True)
-    sessions_per_week: Series[Any] = pa.Field(nullable=True)
-    is_active: Series[Any] = pa.Field(nullable=False)
-    created_at: Series[Any] = pa.Field(nullable=False)
-
-    class Config:
-        unique = ["batch_id", "course_id"]
+BatchCourseEnrollment = _output(
+    "BatchCourseEnrollment",
+    {
+        "enrollment_id": _column(nullable=False, unique=True),
+        "batch_id": _column(nullable=False),
+        "course_id": _column(nullable=False),
+        "course_name": _column(),
+        "credit_hours": _column(),
+        "enrollment_status": _column(None, pa.Check.isin(list(ENROLLMENT_STATUSES)), nullable=False),
+        "expected_students": _column(None, pa.Check.ge(1), nullable=False),
+        "capacity_utilization": _column(None, pa.Check.ge(0)),
+        "credits_allocated": _column(),
+        "is_mandatory": _column(nullable=False),
+        "priority_level": _column(),
+        "sessions_per_week": _column(),
+        "is_active": _column(nullable=False),
+        "created_at": _column(nullable=False),
+    },
+    unique=["batch_id", "course_id"],
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +384,7 @@ _CHECK_CALL = re.compile(r"^(\w+)\((.*)\)$", re.DOTALL)
 
 def validate_frame(
     frame: pd.DataFrame,
-    schema: type[pa.DataFrameModel] | pa.DataFrameSchema,
+    schema: pa.DataFrameSchema,
     file: str,
     *,
     column_names: dict[str, str] | None = None,
@@ -504,7 +569,7 @@ def validate_output_tables(batches: pd.DataFrame, membership: pd.DataFrame, enro
     equal to the batch's membership rows.
     """
     problems: list[ValidationIssue] = []
-    tables: tuple[tuple[str, pd.DataFrame, type[pa.DataFrameModel], tuple[str, ...]], ...] = (
+    tables: tuple[tuple[str, pd.DataFrame, pa.DataFrameSchema, tuple[str, ...]], ...] = (
         ("student_batches.csv", batches, StudentBatches, STUDENT_BATCHES_COLUMNS),
         ("batch_student_membership.csv", membership, BatchStudentMembership, MEMBERSHIP_COLUMNS),
         ("batch_course_enrollment.csv", enrollment, BatchCourseEnrollment, BATCH_COURSE_ENROLLMENT_COLUMNS),
