@@ -11,7 +11,10 @@ set and soft-rule values are one weighted point):
    trials per batch (at least ``swap_min_trials``, at most ``swap_max_trials`` per group) in
    ``swap_rounds`` rounds, each round followed by k-means rounds on the
    whole group; only in groups with more than ``2 * swap_neighbors + 2`` batches, where a trial
-   re-solves part of the group (in smaller ones a trial is a restart, and restarts are cheaper);
+   re-solves part of the group (in smaller ones a trial is a restart, and restarts are cheaper),
+   and at most ``swap_max_rows_per_batch`` distinct feature rows per batch (a trial's cost
+   grows with the distinct rows it re-solves: on continuous data with large clusters it costs
+   hundreds of course-set trials, and the restarts already find the best optimum);
 3. polish: moves of identical students together (:func:`~stage2.clustering.local_search.chunk_moves`)
    and local search with exact deltas (swaps, and moves when sizes are flexible);
 4. once per group, on the result: exchanges of groups of identical students between batches
@@ -129,7 +132,7 @@ class BalancedBatcher(Batcher):
             if best_flows is None or cost < best_cost - 1e-9 * max(1.0, abs(cost)):
                 best_flows, best_labels, best_cost = flows, labels, cost
         best_flows = cast(np.ndarray, best_flows)  # seeds is never empty
-        n_trials = self._swap_trials(sizes.n_batches, effort)
+        n_trials = self._swap_trials(sizes.n_batches, effort, data.points.shape[0])
         if n_trials == 0:
             labels = best_labels if best_labels is not None else self._polish(features, data, best_flows, sizes)
         else:
@@ -168,13 +171,16 @@ class BalancedBatcher(Batcher):
             return labels
         return self._polish(features, data, exchanged, sizes)
 
-    def _swap_trials(self, n_batches: int, effort: float = 1.0) -> int:
-        """Random-swap trials for a group: ``effort × swap_trials`` per batch, at least
-        ``effort × swap_min_trials`` and at most ``effort × swap_max_trials``; none when
-        ``swap_trials`` is 0 or unless a trial is local (it re-solves up to
-        ``2 * swap_neighbors + 2`` batches; in smaller groups a trial is a whole-group restart,
-        and restarts are cheaper there)."""
+    def _swap_trials(self, n_batches: int, effort: float = 1.0, n_rows: int = 0) -> int:
+        """Random-swap trials for a group of ``n_rows`` distinct feature rows:
+        ``effort × swap_trials`` per batch, at least ``effort × swap_min_trials`` and at most
+        ``effort × swap_max_trials``. None when ``swap_trials`` is 0; when a trial is not local
+        (it re-solves up to ``2 * swap_neighbors + 2`` batches; in smaller groups a trial is a
+        whole-group restart, and restarts are cheaper there); or when the batches hold more than
+        ``swap_max_rows_per_batch`` distinct rows each (a trial costs what it re-solves)."""
         if n_batches <= 2 * self.config.swap_neighbors + 2:
+            return 0
+        if n_rows > self.config.swap_max_rows_per_batch * n_batches:
             return 0
         if self.config.swap_trials <= 0:
             return 0

@@ -117,6 +117,11 @@ class BalancedConfig(AlgorithmConfig):
     swap_min_trials: int = 400
     #: at most this many trials per group (bounds the time of very large groups)
     swap_max_trials: int = 1000
+    #: no random swap in groups with more distinct feature rows per batch than this: a trial
+    #: re-solves its region's distinct rows, so there it costs as much as hundreds of trials on
+    #: course sets, and restarts already reach the best known optimum (continuous data with
+    #: large clusters; experiments/balanced_benchmarks)
+    swap_max_rows_per_batch: float = 60.0
     #: groups with tight sizes (fixed, or free by one student) get at least this many restarts
     #: (also above n_init) and this multiple of the random-swap trials (and of their cap)
     tight_effort: float = 12.0
