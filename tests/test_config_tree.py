@@ -19,7 +19,8 @@ from stage2.config.schema import ALGORITHM_SCHEMAS, Stage2Config, to_stage2_conf
 
 #: groups chosen in config.yaml's defaults list (``group=option``); the others are added (``+group=option``)
 SELECTED_GROUPS = ("algorithm", "batch_size", "constraints", "resources", "tracking", "weights")
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+# conf/hydra holds options of Hydra's own groups (hydra/launcher), not of stage2's
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]
 
 

@@ -16,10 +16,13 @@ or for one command:
   ``stage2.sweep=true``, ``sweep.dir``, ``sweep.overrides`` (the command line's overrides),
   ``sweep.swept_keys``, ``sweep.launcher``, ``sweep.sweeper``, ``sweep.objective``,
   ``sweep.direction``; and exports its id and store in ``$STAGE2_PARENT_RUN_ID`` /
-  ``$STAGE2_PARENT_TRACKING_URI``. Environment variables reach every launcher: jobs run in
-  this process (basic launcher) or in worker processes started after this point (joblib);
-  ``on_job_start``, which runs in the job's process, exports them again from the (pickled)
-  callback in case a worker was started earlier.
+  ``$STAGE2_PARENT_TRACKING_URI``. Jobs run in this process (basic launcher), in worker
+  processes (joblib) or in processes submitit starts from a pickle of the launcher, which
+  carries Hydra's callbacks, this one with the parent's id and store (``submitit_local``: a
+  subprocess; ``submitit_slurm``: a SLURM array task on another node). ``on_job_start``, which
+  runs in the job's process, exports them again from that copy: the job's run finds its parent
+  whether or not the process inherited this environment (a worker started earlier, a batch
+  system's environment).
 - each job's run (``stage2.tracking.tracking_run``) then starts as a child of the parent
   (``mlflow.parentRunId``) tagged with the job's overrides (``hydra.overrides``,
   ``hydra.override_dirname``, ``hydra.job.num``);
