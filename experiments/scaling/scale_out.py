@@ -1,6 +1,6 @@
 """Large tenants and scale-out: the rows of issue 15, measured side by side in one run.
 
-Run: ``python experiments/scaling/scale_out.py`` (~25 min on 2 cores; ``--quick`` for a
+Run: ``python experiments/scaling/scale_out.py`` (~11 min on 2 cores; ``--quick`` for a
 small version of every row, ~3 min). Writes ``scale_out.md`` and ``scale_out.csv`` beside
 this file (``--results-dir``); datasets and runs go to ``--cache-dir`` (outside the
 repository), shared with ``run.py``.
