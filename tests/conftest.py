@@ -124,6 +124,23 @@ def compose_with_hydra(overrides: Iterable[str] = ()):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
 
 
+def finished_sweep_runs(uri: str, experiment: str, n_jobs: int):
+    """``(parent, children)`` of a finished sweep in ``experiment``: asserts exactly one parent
+    run, ``n_jobs`` children linked to it by ``mlflow.parentRunId`` and nothing else, all
+    FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.data.tags for r in parents]
+    (parent,) = parents
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == n_jobs and len(runs) == n_jobs + 1
+    assert parent.info.status == "FINISHED" and all(c.info.status == "FINISHED" for c in children)
+    return parent, children
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for a ``python -m stage2`` / ``mlflow`` subprocess: no telemetry, no
     tracking URI or sweep parent inherited from the caller."""

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import OFFLINE_OVERRIDES, STAGE3_TABLES, assert_outputs_valid, subprocess_env
+from conftest import OFFLINE_OVERRIDES, STAGE3_TABLES, assert_outputs_valid, subprocess_env
 
 pytestmark = pytest.mark.slow
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -103,27 +101,6 @@ def table(results: list[tuple[str, dict, dict]]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}")
-
-
-def git_commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--", "stage2", "conf")
-    return git("rev-parse", "HEAD") + (" (stage2/ or conf/ with uncommitted changes)" if dirty else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="the sets' files (see README.md)")
@@ -155,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{command}")
     args.results.write_text(
         "# stage2 balanced vs k-means-constrained on the Joensuu S and A sets (exact equal sizes)\n\n"
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n- machine: {machine()}, load average at start "
-        f"{load[0]:.2f}\n- git commit: {git_commit()}\n- command: `{command}`\n"
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n- machine: {scaling.machine_line()}, load average at start "
+        f"{load[0]:.2f}\n- git commit: {scaling.git_state()}\n- command: `{command}`\n"
         f"- repeats per fit: {args.repeats} (median time)\n\n"
         "Times are the fit alone (library start-up and stage2's kernel loading excluded), each method in its "
         "own child process; MSE = SSE / n; ratios are stage2 / KMC (below 1: stage2 faster, or lower MSE).\n\n"

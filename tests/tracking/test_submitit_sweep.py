@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import assert_outputs_valid, compose_with_hydra, subprocess_env
+from conftest import assert_outputs_valid, compose_with_hydra, finished_sweep_runs, subprocess_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPTS = REPO_ROOT / "tests" / "cluster"
@@ -56,16 +56,7 @@ def job_logs(tmp_path: Path) -> str:
 def check_sweep(tmp_path: Path, uri: str, experiment: str, input_dir: Path, launcher_class: str) -> None:
     """One FINISHED parent tagged with the launcher, one FINISHED child per job linked to it by
     ``mlflow.parentRunId``, each child scored in its job's process; each job's outputs valid."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=100)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1, [r.data.tags for r in parents]
-    (parent,) = parents
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == len(SWEPT) and len(runs) == len(SWEPT) + 1
-    assert parent.info.status == "FINISHED" and all(c.info.status == "FINISHED" for c in children)
+    parent, children = finished_sweep_runs(uri, experiment, len(SWEPT))
     assert parent.data.tags["sweep.launcher"] == f"{LAUNCHER_MODULE}.{launcher_class}"
     assert parent.data.tags["sweep.n_children"] == str(len(SWEPT))
     assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
+from conftest import finished_sweep_runs, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -53,16 +53,7 @@ def run_sweep(tmp_path: Path, uri: str, experiment: str, input_dir: Path, *extra
 
 
 def check_sweep(uri: str, experiment: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=100)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1, [r.data.tags for r in parents]
-    (parent,) = parents
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 4 and len(runs) == 5
-    assert parent.info.status == "FINISHED" and all(c.info.status == "FINISHED" for c in children)
+    parent, children = finished_sweep_runs(uri, experiment, 4)
     assert parent.data.tags["stage2.sweep"] == "true"
     assert parent.data.tags["sweep.swept_keys"] == "algorithm batch_size.target"
 
