@@ -20,7 +20,7 @@ import pandas as pd
 
 from stage2.contract.csvio import string_positions
 from stage2.contract.schemas import BATCH_COURSE_ENROLLMENT_COLUMNS
-from stage2.identifiers import stable_uuids
+from stage2.identifiers import uuid_texts
 
 PRIORITY_BY_COURSE_TYPE = {"CORE": 1, "PRACTICAL": 2, "ELECTIVE": 3, "SKILL_ENHANCEMENT": 4, "VALUE_ADDED": 4}
 STATUS_ENROLLED = "ENROLLED"
@@ -40,7 +40,9 @@ def count_batch_courses(
     batch_of_member = string_positions(membership["batch_id"], batch_ids)
     keep = member_of_enrollment >= 0
     batch_position = batch_of_member[member_of_enrollment[keep]]
-    course_code, course_ids = pd.factorize(enrollments["course_id"].to_numpy()[keep], sort=True)
+    # codes of the whole column (no text copied out of Arrow); unused codes change no key's order
+    course_code, course_ids = pd.factorize(enrollments["course_id"], sort=True)
+    course_code = course_code[keep]
     key = batch_position * len(course_ids) + course_code
     unique_keys, counts = np.unique(key, return_counts=True)
     return pd.DataFrame(
@@ -79,7 +81,7 @@ def build_batch_course_enrollment(
     batch_id = batches["batch_id"].to_numpy()[position]
     out = pd.DataFrame(
         {
-            "enrollment_id": stable_uuids("enrollment", batch_id, counts["course_id"]),
+            "enrollment_id": pd.array(uuid_texts("enrollment", batch_id, counts["course_id"]), dtype="str"),
             "batch_id": batch_id,
             "course_id": counts["course_id"],
             "course_name": course_column("course_name"),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 
 import numpy as np
@@ -10,25 +11,37 @@ import pandas as pd
 
 from stage2.allocation import Allocation
 from stage2.contract.schemas import EXTRA_BATCH_COLUMNS, MEMBERSHIP_COLUMNS, STUDENT_BATCHES_COLUMNS
-from stage2.identifiers import batch_id, code_fragment, stable_uuids
+from stage2.identifiers import batch_id, code_fragment, uuid_texts
 from stage2.sizing import NOT_APPLICABLE, BatchPlan
 
 MEMBERSHIP_STATUS = "ACTIVE"
 #: the membership column after the contract's: each student's course-set digest
 COURSE_SET_COLUMN = "course_set_digest"
 DEFAULT_TENANT = "default"
+#: the student columns a membership row copies
+MEMBER_FIELDS = ("student_id", "student_name", "program_id", "academic_year")
 
 
 def _mode_per_batch(values: pd.Series, batch_of_student: np.ndarray, n_batches: int) -> list:
-    """Most frequent non-null value per batch (ties: smallest as text); None if all null."""
-    frame = pd.DataFrame({"batch": batch_of_student, "value": values.to_numpy()}).dropna()
-    if frame.empty:
+    """Most frequent non-null value per batch, as text (ties: smallest text); None if all null."""
+    present = values.notna().to_numpy()
+    if not present.any():
         return [None] * n_batches
-    frame["text"] = frame["value"].astype(str)
-    counts = frame.groupby(["batch", "text"], sort=True).size().reset_index(name="n")
-    counts = counts.sort_values(["batch", "n", "text"], ascending=[True, False, True], kind="stable")
-    top = counts.drop_duplicates("batch").set_index("batch")["text"]
-    return [top.get(b) for b in range(n_batches)]
+    if isinstance(values.dtype, pd.StringDtype):
+        text = values[present]
+    else:  # the text of the values as numpy holds them (an integer column with gaps is float)
+        text = pd.Series(values.to_numpy()[present]).astype(str)
+    value, texts = pd.factorize(text, sort=True)
+    batch = batch_of_student[present]
+    keys, counts = np.unique(batch * len(texts) + value, return_counts=True)
+    key_batch, key_value = np.divmod(keys, len(texts))
+    # per batch the most frequent value first, the smallest text (the lowest code) among equals
+    first = np.lexsort((key_value, -counts, key_batch))
+    first = first[np.r_[True, key_batch[first][1:] != key_batch[first][:-1]]]
+    mode: list = [None] * n_batches
+    for b, text_of_mode in zip(key_batch[first].tolist(), texts[key_value[first]].tolist(), strict=True):
+        mode[b] = text_of_mode
+    return mode
 
 
 def batch_codes(plan: BatchPlan, batch_group: np.ndarray) -> list[str]:
@@ -75,11 +88,13 @@ def build_batches(
     tenants = [tenant_id or t or DEFAULT_TENANT for t in mode["tenant_id"]]
     institutions = [institution_id or i for i in mode["institution_id"]]
     codes = batch_codes(plan, batch_group) if codes is None else codes
-    names_by_program = (
-        programs.set_index("program_id")["program_name"]
-        if "program_name" in programs.columns
-        else pd.Series(dtype=object)
-    )
+    names_by_program: dict = {}
+    if "program_name" in programs.columns:
+        # a programme id listed twice names no programme (its batches take the id)
+        listed = programs["program_id"].tolist()
+        times_listed = Counter(listed)
+        names_by_program = {p: n for p, n in zip(listed, programs["program_name"].tolist(), strict=True)
+                            if times_listed[p] == 1}
     names = []
     for b in range(n_batches):
         program = mode["program_id"][b]
@@ -114,6 +129,12 @@ def build_batches(
     return frame[[*STUDENT_BATCHES_COLUMNS, *EXTRA_BATCH_COLUMNS]]
 
 
+def _values(column: pd.Series):
+    """A column's values for a new frame: text stays in Arrow (as ``str``, the dtype numpy's
+    objects would be inferred as), anything else as numpy holds it."""
+    return column.astype("str").array if isinstance(column.dtype, pd.StringDtype) else column.to_numpy()
+
+
 def build_membership(
     students: pd.DataFrame, batches: pd.DataFrame, batch_of_student: np.ndarray, *, timestamp: datetime,
     course_sets: np.ndarray | None = None,
@@ -123,16 +144,16 @@ def build_membership(
     student, from ``course_sets`` in student order), which a later re-batch compares."""
     order = np.lexsort((np.arange(batch_of_student.size), batch_of_student))
     batch_ids = batches["batch_id"].to_numpy()[batch_of_student[order]]
-    picked = students.iloc[order]
+    picked = students[[c for c in students.columns if c in MEMBER_FIELDS]].iloc[order]
     student_ids = picked["student_id"].astype(str).to_numpy()
     frame = pd.DataFrame(
         {
-            "membership_id": stable_uuids("membership", batch_ids, student_ids),
+            "membership_id": pd.array(uuid_texts("membership", batch_ids, student_ids), dtype="str"),
             "batch_id": batch_ids,
             "student_id": student_ids,
-            "student_name": picked["student_name"].to_numpy() if "student_name" in picked.columns else None,
-            "program_id": picked["program_id"].to_numpy(),
-            "academic_year": picked["academic_year"].to_numpy(),
+            "student_name": _values(picked["student_name"]) if "student_name" in picked.columns else None,
+            "program_id": _values(picked["program_id"]),
+            "academic_year": _values(picked["academic_year"]),
             "enrollment_date": timestamp.date().isoformat(),
             "membership_status": MEMBERSHIP_STATUS,
             "assignment_timestamp": timestamp.isoformat(),

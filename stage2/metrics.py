@@ -14,6 +14,7 @@ Batches with no in-scope member holding a value are not checked for that rule.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -28,7 +29,7 @@ from stage2.contract.csvio import string_positions
 from stage2.features import course_matrix
 
 #: memory (MB) of each array of a chunk of silhouette distances (a few live at once)
-SILHOUETTE_WORKING_MEMORY_MB = 64
+SILHOUETTE_WORKING_MEMORY_MB = 16
 #: the distinct course rows are densified for the silhouette up to this many courses: a dense
 #: product is faster with tens of courses, a sparse one with hundreds (students take a few)
 SILHOUETTE_DENSE_MAX_COURSES = 64
@@ -56,24 +57,50 @@ def _population_std(values: pd.Series) -> float:
 
 
 def _majority_share(values: pd.Series, batch: np.ndarray) -> pd.Series:
-    """Per batch: share of members (with a value) holding the most common value/element."""
-    is_list = values.map(lambda v: isinstance(v, (tuple, list))).any()
-    frame = pd.DataFrame({"batch": batch, "value": values.to_numpy()})
-    if is_list:
-        frame["n_members"] = 1
-        members = frame.loc[frame["value"].map(lambda v: isinstance(v, (tuple, list)) and len(v) > 0)]
-        totals = members.groupby("batch").size()
-        # a member holding an element twice (``en;en``) holds it once
-        exploded = members.reset_index(names="member").explode("value").drop_duplicates(["member", "value"])
-        counts = exploded.groupby(["batch", "value"]).size()
+    """Per batch: share of members (with a value) holding the most common value/element, for
+    the batches with such members, in batch order. Values are compared as text; an element
+    held twice by a member (``en;en``) counts once."""
+    raw = values.to_numpy() if values.dtype == object else None
+    if raw is not None and any(isinstance(v, (tuple, list)) for v in raw):
+        is_list = np.fromiter(map(isinstance, raw, itertools.repeat((tuple, list))), bool, len(raw))
+        lengths = np.zeros(len(raw), dtype=np.int64)
+        lengths[is_list] = np.fromiter(map(len, raw[is_list]), np.int64, int(is_list.sum()))
+        holders = np.flatnonzero(lengths > 0)
+        elements = np.empty(int(lengths.sum()), dtype=object)
+        elements[:] = list(itertools.chain.from_iterable(raw[holders]))
+        element, _ = pd.factorize(elements)
+        holder = np.repeat(holders, lengths[holders])
+        held = element >= 0
+        n_elements = int(element.max(initial=-1)) + 1
+        pairs = _distinct(holder[held] * n_elements + element[held])
+        member_of_pair, counted_value = np.divmod(pairs, max(n_elements, 1))
+        counted_batch = batch[member_of_pair]
+        holder_batch = batch[holders]
     else:
-        members = frame.dropna(subset=["value"])
-        members = members.assign(value=members["value"].astype(str))
-        totals = members.groupby("batch").size()
-        counts = members.groupby(["batch", "value"]).size()
-    if counts.empty:
+        present = values.notna().to_numpy()
+        if isinstance(values.dtype, pd.StringDtype):
+            text = values[present]
+        else:  # as the members' values would print: 1 and "1" are one value, 1 and 1.5 two
+            text = pd.Series(values.to_numpy()[present]).astype(str)
+        counted_value, _ = pd.factorize(text)
+        n_elements = int(counted_value.max(initial=-1)) + 1
+        counted_batch = holder_batch = batch[present]
+    if not len(counted_batch):
         return pd.Series(dtype=float)
-    return counts.groupby(level="batch").max() / totals
+    keys, counts = np.unique(counted_batch * max(n_elements, 1) + counted_value, return_counts=True)
+    key_batch = keys // max(n_elements, 1)
+    starts = np.flatnonzero(np.r_[True, key_batch[1:] != key_batch[:-1]])
+    totals = np.bincount(holder_batch)
+    checked = np.flatnonzero(totals)
+    largest = np.full(len(totals), np.nan)
+    largest[key_batch[starts]] = np.maximum.reduceat(counts, starts)
+    return pd.Series(largest[checked] / totals[checked], index=checked)
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of ``keys``, sorted (``np.unique``, which is slower on these)."""
+    keys = np.sort(keys)
+    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
 
 
 def _rule_scope(rule: ConstraintRule, students: pd.DataFrame, enrollments: pd.DataFrame) -> np.ndarray:
@@ -101,8 +128,10 @@ def check_rules(
         rules_by_program[program_id] = settings.rules_for_program(program_id)
     all_rules = {(r.name, r.entity_type, r.entity_id): r for rules in rules_by_program.values() for r in rules}
     batch_program = batches["program_id"].to_numpy()
+    rule_ids_by_program = {p: {id(r) for r in rules} for p, rules in rules_by_program.items()}
+    rule_ids_of_batch = [rule_ids_by_program[p] for p in batch_program]
     for rule in all_rules.values():
-        in_force = np.array([any(r is rule for r in rules_by_program[p]) for p in batch_program], dtype=bool)
+        in_force = np.array([id(rule) in ids for ids in rule_ids_of_batch], dtype=bool)
         if not in_force.any():
             continue
         if rule.rule_type == "capacity_limit":
@@ -219,7 +248,6 @@ def compute_quality(
     }
 
     broken = checks.loc[~checks["satisfied"]]
-    broken_by_batch = broken.groupby("batch")["rule"].agg(lambda r: ";".join(sorted(set(r))))
     batch_quality = pd.DataFrame(
         {
             "batch_code": batches["batch_code"],
@@ -230,7 +258,7 @@ def compute_quality(
             ),
             "course_sse": batch_sse,
             "utilization": (batches["student_count"] / capacity).astype("Float64").round(4),
-            "broken_rules": broken_by_batch.reindex(range(n_batches)).fillna("").to_numpy(),
+            "broken_rules": _broken_rules(broken["batch"].to_numpy(dtype=np.int64), broken["rule"], n_batches),
         }
     )
     report = QualityReport(metrics=metrics, batch_quality=batch_quality)
@@ -241,10 +269,26 @@ def compute_quality(
             "rule_type": r.rule_type,
             "level": r.level,
         }
-        for r in broken.itertuples()
-    ][:1000]
+        for r in broken.head(1000).itertuples()
+    ]
     report.thresholds = _threshold_verdicts(metrics, thresholds, batch_quality, stats)
     return report
+
+
+def _broken_rules(batch: np.ndarray, rule: pd.Series, n_batches: int) -> np.ndarray:
+    """Per batch, the names of its broken rules, sorted and distinct, joined by ``;``."""
+    names = sorted(set(rule))
+    out = np.full(n_batches, "", dtype=object)
+    if not names:
+        return out
+    code = pd.Index(names).get_indexer(rule)
+    # one set of broken rules per batch, as (batch, rule) pairs in batch then name order
+    pairs = _distinct(batch * len(names) + code)
+    pair_batch, pair_rule = np.divmod(pairs, len(names))
+    starts = np.flatnonzero(np.r_[True, pair_batch[1:] != pair_batch[:-1]])
+    joined = [";".join(names[c] for c in group) for group in np.split(pair_rule, starts[1:])]
+    out[pair_batch[starts]] = joined
+    return out
 
 
 def _silhouette(students, enrollments, labels, sample_size, seed) -> float | None:

@@ -2,7 +2,15 @@
 
 import uuid
 
-from stage2.identifiers import STAGE2_NAMESPACE, batch_id, code_fragment, enrollment_id, membership_id, stable_uuids
+from stage2.identifiers import (
+    STAGE2_NAMESPACE,
+    batch_id,
+    code_fragment,
+    enrollment_id,
+    membership_id,
+    stable_uuid,
+    stable_uuids,
+)
 
 
 def test_fast_uuid5_equals_the_standard_library():
@@ -23,3 +31,12 @@ def test_ids_depend_on_tenant_and_code_only():
 def test_code_fragment_is_identifier_safe():
     assert code_fragment("B.Tech CSE / 2024-25") == "B-TECH-CSE-2024-25"
     assert code_fragment("***") == "X"
+
+
+def test_uuid_texts_of_any_number_of_columns_and_non_text_values():
+    from stage2.identifiers import uuid_texts
+
+    assert uuid_texts("k", ["a", "b"]).to_pylist() == [stable_uuid("k", "a"), stable_uuid("k", "b")]
+    assert uuid_texts("k", [1, 2.5], ["x", None], ["ü", "z"]).to_pylist() == [
+        stable_uuid("k", 1, "x", "ü"), stable_uuid("k", 2.5, None, "z")]
+    assert uuid_texts("k", [], []).to_pylist() == []

@@ -215,3 +215,30 @@ def test_semester_is_an_integer_or_empty(semester):
         assert batches["batch_name"].iloc[0] == "B.Tech CSE 2024-25 — B01"
     else:
         assert batches["semester"].tolist() == [4, 4, 4]
+
+
+def reference_mode(values: pd.Series, batch_of_student: np.ndarray, n_batches: int) -> list:
+    frame = pd.DataFrame({"batch": batch_of_student, "value": values.to_numpy()}).dropna()
+    if frame.empty:
+        return [None] * n_batches
+    frame["text"] = frame["value"].astype(str)
+    counts = frame.groupby(["batch", "text"], sort=True).size().reset_index(name="n")
+    counts = counts.sort_values(["batch", "n", "text"], ascending=[True, False, True], kind="stable")
+    top = counts.drop_duplicates("batch").set_index("batch")["text"]
+    return [top.get(b) for b in range(n_batches)]
+
+
+@pytest.mark.parametrize("kind", ["str", "string", "Int64", "float", "object"])
+def test_mode_per_batch_is_the_most_frequent_text_and_the_smallest_among_ties(kind):
+    from stage2.membership import _mode_per_batch
+
+    rng = np.random.default_rng(5)
+    pool = {"str": ["b", "B", "a", "ä"], "string": ["b", "B", "a", "ä"], "Int64": [7, 8, 10, 9],
+            "float": [7.0, 8.5, 10.0, -0.0], "object": [1, "1", 2.5, "x"]}[kind]
+    for trial in range(30):
+        n = int(rng.integers(0, 40))
+        picked = [pool[i] for i in rng.integers(0, 4, n)]
+        values = pd.Series(picked, dtype=kind if kind != "float" else np.float64)
+        values = values.mask(rng.random(n) < 0.2) if n else values
+        batch = rng.integers(0, 6, n)
+        assert _mode_per_batch(values, batch, 7) == reference_mode(values, batch, 7), (kind, trial)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from sklearn.metrics import silhouette_score
@@ -61,3 +62,57 @@ def test_a_default_run_does_not_import_scikit_learn():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def reference_majority_share(values: pd.Series, batch: np.ndarray) -> pd.Series:
+    """The pandas group-by this module's integer-coded version must equal."""
+    is_list = values.map(lambda v: isinstance(v, (tuple, list))).any()
+    frame = pd.DataFrame({"batch": batch, "value": values.to_numpy()})
+    if is_list:
+        members = frame.loc[frame["value"].map(lambda v: isinstance(v, (tuple, list)) and len(v) > 0)]
+        totals = members.groupby("batch").size()
+        exploded = members.reset_index(names="member").explode("value").drop_duplicates(["member", "value"])
+        counts = exploded.groupby(["batch", "value"]).size()
+    else:
+        members = frame.dropna(subset=["value"])
+        members = members.assign(value=members["value"].astype(str))
+        totals = members.groupby("batch").size()
+        counts = members.groupby(["batch", "value"]).size()
+    if counts.empty:
+        return pd.Series(dtype=float)
+    return counts.groupby(level="batch").max() / totals
+
+
+@pytest.mark.parametrize("kind", ["text", "string", "integer", "float", "mixed", "list"])
+def test_majority_share_equals_the_group_by(kind):
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        n = int(rng.integers(0, 60))
+        batch = np.sort(rng.integers(0, 8, n))
+        pick = rng.integers(0, 4, n)
+        missing = rng.random(n) < 0.2
+        if kind in ("text", "string"):
+            text = np.array(["a", "B", "b", "ä"], dtype=object)[pick]
+            values = pd.Series(text, dtype="str" if kind == "text" else "string")
+        elif kind == "integer":
+            values = pd.Series(pd.array(pick, dtype="Int64"))
+        elif kind == "float":
+            values = pd.Series(np.array([0.5, 1.0, -0.0, 0.0])[pick])
+        elif kind == "mixed":
+            values = pd.Series(np.array([1, "1", 1.0, "x"], dtype=object)[pick], dtype=object)
+        else:
+            lists = [("en",), ("en", "hi"), ("hi", "hi"), ()]
+            values = pd.Series([lists[p] for p in pick], dtype=object)
+        values = values.mask(missing) if n else values
+        got = metrics_module._majority_share(values, batch)
+        expected = reference_majority_share(values, batch)
+        assert got.index.tolist() == expected.index.tolist(), (kind, trial)
+        np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())
+
+
+def test_broken_rules_per_batch_are_sorted_distinct_and_joined():
+    batch = np.array([3, 0, 3, 3, 0])
+    rule = pd.Series(["same_year", "z_rule", "a_rule", "same_year", "z_rule"])
+    assert metrics_module._broken_rules(batch, rule, 5).tolist() == ["z_rule", "", "", "a_rule;same_year", ""]
+    assert metrics_module._broken_rules(np.array([], dtype=np.int64), pd.Series([], dtype=object), 2).tolist() == [
+        "", ""]
