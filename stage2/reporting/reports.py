@@ -21,6 +21,7 @@ import html
 import io
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,7 @@ class RunSummary:
     def warnings(self) -> list[str]:
         return [str(w) for w in self.report.get("warnings") or []]
 
-    @property
+    @cached_property
     def breaches(self) -> pd.DataFrame:
         """(batch, rule) pairs broken: from batch_quality.csv (all) or the report (first 1000)."""
         if self.batch_quality is not None:
@@ -150,6 +151,10 @@ class RunSummary:
 
     def breaches_by_rule(self) -> list[tuple[str, str, int, list[str]]]:
         """(rule, level, batches breaking it, their codes) per broken rule."""
+        return list(self._breaches_by_rule)
+
+    @cached_property
+    def _breaches_by_rule(self) -> list[tuple[str, str, int, list[str]]]:
         b = self.breaches
         return [(str(rule), str(g["level"].iloc[0]), len(g), g["batch"].astype(str).tolist())
                 for rule, g in b.groupby("rule", sort=True)]
