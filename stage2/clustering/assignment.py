@@ -426,15 +426,30 @@ def flow_cost(points: np.ndarray, flows: np.ndarray, model: SizeModel | None = N
 def cost_and_means(points: np.ndarray, flows: np.ndarray, model: SizeModel | None = None) -> tuple[float, np.ndarray]:
     """(SSE + size penalty, batch means) of ``flows``, from the batches' sums alone:
     SSE = Σ_b (Σ f·||x||² − ||Σ f·x||² / s_b), no distance matrix."""
-    weights = flows.astype(np.float64)
-    sizes = weights.sum(axis=0)
-    sums = weights.T @ points
+    sizes, sums = _flow_sums(np.ascontiguousarray(points, dtype=np.float64), np.ascontiguousarray(flows))
     row_sq = np.einsum("ij,ij->i", points, points)
     nonempty = sizes > 0
-    sse = float(row_sq @ weights.sum(axis=1)) - float(
+    sse = float(row_sq @ flows.sum(axis=1)) - float(
         np.sum(np.einsum("ij,ij->i", sums[nonempty], sums[nonempty]) / sizes[nonempty]))
     penalty = model.penalty(sizes) if model is not None else 0.0
     return max(sse, 0.0) + penalty, sums / np.maximum(sizes, 1.0)[:, None]
+
+
+@njit(cache=True, nogil=True)
+def _flow_sums(points, flows):  # pragma: no cover - numba
+    """Per batch, its size and the sum of its students' rows: one pass over ``flows``
+    touching only its non-zero entries (a dense product would multiply every zero)."""
+    n_points, n_batches = flows.shape
+    sizes = np.zeros(n_batches)
+    sums = np.zeros((n_batches, points.shape[1]))
+    for p in range(n_points):
+        for b in range(n_batches):
+            weight = flows[p, b]
+            if weight != 0:
+                sizes[b] += weight
+                for f in range(points.shape[1]):
+                    sums[b, f] += weight * points[p, f]
+    return sizes, sums
 
 
 def lloyd_rounds(
