@@ -20,6 +20,12 @@ set and soft-rule values are one weighted point):
 4. once per group, on the result: exchanges of groups of identical students between batches
    (:func:`~stage2.clustering.local_search.chunk_swaps`), polished again if one was made.
 
+Groups of more than ``part_max_students`` students are solved in parts: a size-constrained
+k-means with one centroid per part splits the group (each part gets whole batches and exactly
+their planned students), steps 1-4 run on each part, then k-means rounds and the polish run on
+the whole group (:meth:`BalancedBatcher._fit_parts`). A group's cost grows with its students
+times its batches; in parts, with its students only.
+
 Groups of (nearly) fixed sizes get at least ``tight_effort`` restarts and that multiple of the
 trials. Every assignment is the exact optimum, also on large groups
 (:func:`~stage2.clustering.assignment.assign_with_prices`).
@@ -75,6 +81,13 @@ def initial_centroids(points: np.ndarray, counts: np.ndarray, n_batches: int, se
     return points[chosen].copy()
 
 
+def sub_collapse(data: CollapsedPoints, rows: np.ndarray) -> CollapsedPoints:
+    """``collapse(features[rows])`` from the collapse of ``features`` (the same points, in the
+    same order, without sorting the rows again)."""
+    used, inverse, counts = np.unique(data.inverse[rows], return_inverse=True, return_counts=True)
+    return CollapsedPoints(points=data.points[used], counts=counts.astype(np.int64), inverse=inverse.reshape(-1))
+
+
 def match_planned_order(labels: np.ndarray, planned: np.ndarray) -> np.ndarray:
     """Renumber batches so that batch ``b`` has ``planned[b]`` students (the labelling has the
     planned size multiset; batches of equal size keep their relative order)."""
@@ -98,6 +111,10 @@ class BalancedBatcher(Batcher):
             raise ValueError(f"n_candidates must be at least 1, got {config.n_candidates}")
         if config.tight_effort <= 0:
             raise ValueError(f"tight_effort must be positive, got {config.tight_effort}")
+        if config.part_max_students < 0 or config.part_min_batches < 1 or config.part_repair_iter < 0:
+            raise ValueError("part_max_students and part_repair_iter must be at least 0, part_min_batches at "
+                             f"least 1; got {config.part_max_students}, {config.part_repair_iter}, "
+                             f"{config.part_min_batches}")
 
     def fit_predict(self, problem: BatchingProblem) -> np.ndarray:
         sizes = problem.sizes
@@ -112,10 +129,17 @@ class BalancedBatcher(Batcher):
             return match_planned_order(labels, sizes.planned)
         return self._fit(problem.features, sizes, problem.seed)
 
-    def _fit(self, features: np.ndarray, sizes: SizeModel, seed: int) -> np.ndarray:
+    def _fit(self, features: np.ndarray, sizes: SizeModel, seed: int,
+             data: CollapsedPoints | None = None) -> np.ndarray:
         """Restarts pick the best start; random swap improves it; a last polish (moves of
-        identical students together, local search) and exchanges. No step raises the objective."""
-        data = collapse(features)
+        identical students together, local search) and exchanges. No step raises the objective.
+        Groups of more than ``part_max_students`` are solved in parts (:meth:`_fit_parts`).
+        ``data``: ``collapse(features)``, when the caller has it."""
+        n_parts = self._n_parts(features.shape[0], sizes.n_batches)
+        if n_parts > 1:
+            return self._fit_parts(features, sizes, seed, n_parts)
+        if data is None:
+            data = collapse(features)
         # with (nearly) fixed sizes k-means rounds end in optima that differ by several percent
         # from start to start, and a local trial, which must keep every batch's size, is rarely
         # accepted: such groups get more restarts and more trials
@@ -141,6 +165,56 @@ class BalancedBatcher(Batcher):
             flows = self._random_swap(data, best_flows, sizes, n_trials, np.random.default_rng((seed, 1)))
             labels = self._polish(features, data, flows, sizes)
         return self._exchange(features, data, labels, sizes)
+
+    def _n_parts(self, n_students: int, n_batches: int) -> int:
+        """Sub-problems for a group: ``ceil(n_students / part_max_students)``, each of at least
+        ``part_min_batches`` batches (1: the group is solved whole)."""
+        if self.config.part_max_students <= 0 or n_students <= self.config.part_max_students:
+            return 1
+        wanted = -(-n_students // self.config.part_max_students)
+        return max(1, min(wanted, n_batches // self.config.part_min_batches))
+
+    def _fit_parts(self, features: np.ndarray, sizes: SizeModel, seed: int, n_parts: int) -> np.ndarray:
+        """A large group as ``n_parts`` sub-problems, then repaired as a whole.
+
+        The batches are dealt to the parts in order (part ``j`` gets consecutive batches and
+        exactly their planned students); a size-constrained k-means with one centroid per part
+        (``n_init`` restarts, the best kept) decides which students each part gets; each part is
+        solved as a group of its own (its seed drawn from ``seed``); then k-means rounds on the
+        whole group (``part_repair_iter`` exact assignments over every batch, kept only if they
+        lower the objective) and the whole-group polish and exchanges move students across the
+        parts' borders. The cost of a group grows with its students times its batches; in parts
+        it grows with the students only."""
+        data = collapse(features)
+        bounds = np.linspace(0, sizes.n_batches, n_parts + 1).astype(np.int64)
+        part_of_batch = np.repeat(np.arange(n_parts), np.diff(bounds))
+        part_sizes = np.bincount(part_of_batch, weights=sizes.planned, minlength=n_parts).astype(np.int64)
+        coarse = SizeModel.exact(part_sizes)
+        rng = np.random.default_rng((seed, 2))
+        best_flows, best_cost = None, np.inf
+        for restart_seed in rng.integers(0, 2**31 - 1, size=max(1, self.config.n_init)):
+            centroids = initial_centroids(data.points, data.counts, n_parts, int(restart_seed))
+            flows, cost = self._lloyd(data.points, data.counts, centroids, coarse)
+            if cost < best_cost:
+                best_flows, best_cost = flows, cost
+        part_of_student = flows_to_labels(cast(np.ndarray, best_flows), data.inverse)
+        part_seeds = rng.integers(0, 2**31 - 1, size=n_parts)
+        labels = np.empty(features.shape[0], dtype=np.int64)
+        for part in range(n_parts):
+            rows = np.flatnonzero(part_of_student == part)
+            batches = np.flatnonzero(part_of_batch == part)
+            part_labels = self._fit(features[rows], sizes.restricted(batches), int(part_seeds[part]),
+                                    sub_collapse(data, rows))
+            labels[rows] = batches[part_labels]
+        flows = labels_to_flows(labels, data.inverse, data.points.shape[0], sizes.n_batches)
+        if self.config.part_repair_iter > 0:
+            cost, means = cost_and_means(data.points, flows, sizes)
+            repaired, repaired_cost = lloyd_rounds(data.points, data.counts, means, sizes,
+                                                   max_iter=self.config.part_repair_iter,
+                                                   n_candidates=self.config.n_candidates, tol=self.config.tol)
+            if repaired_cost < cost:
+                flows = repaired
+        return self._exchange(features, data, self._polish(features, data, flows, sizes), sizes)
 
     def _polish(self, features: np.ndarray, data: CollapsedPoints, flows: np.ndarray, sizes: SizeModel) -> np.ndarray:
         """Labels of ``flows`` after moves of identical students together and local search."""

@@ -125,6 +125,13 @@ class BalancedConfig(AlgorithmConfig):
     #: groups with tight sizes (fixed, or free by one student) get at least this many restarts
     #: (also above n_init) and this multiple of the random-swap trials (and of their cap)
     tight_effort: float = 12.0
+    #: groups of more students are solved as ceil(n / part_max_students) sub-problems, then
+    #: repaired as a whole (0: always whole)
+    part_max_students: int = 30_000
+    #: ... but every part gets at least this many batches
+    part_min_batches: int = 20
+    #: k-means rounds on the whole group after its parts are solved (exact assignments)
+    part_repair_iter: int = 3
 
 
 @dataclass
