@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stage2.clustering import Batcher, BatchingProblem, make_batcher
+from stage2.clustering import BatchingProblem, make_batcher
 from stage2.clustering.assignment import SizeModel
 from stage2.clustering.backends import run_tasks
+from stage2.clustering.worker import fit_group, fit_group_in_worker
 from stage2.config.schema import AlgorithmConfig, ParallelConfig
 from stage2.config.settings import BatchingSettings
 from stage2.features import SoftRuleFeatures, course_matrix, group_features
-from stage2.memory import process_peak, workers_peak_mb
+from stage2.memory import workers_peak_mb
 from stage2.sizing import STATUS_OK, BatchPlan, GroupPlan
 
 
@@ -59,17 +60,6 @@ def size_model(group: GroupPlan, settings: BatchingSettings) -> SizeModel:
     return SizeModel(group.batch_sizes, group.bounds.min, group.bounds.max, settings.deviation_cost)
 
 
-def _fit(batcher: Batcher, problem: BatchingProblem) -> np.ndarray:
-    labels = batcher.fit_predict(problem)
-    if not problem.sizes.admits(np.bincount(labels, minlength=problem.n_batches)):
-        raise RuntimeError(f"{batcher!r} returned inadmissible batch sizes")
-    return labels
-
-
-def _fit_in_worker(batcher: Batcher, problem: BatchingProblem) -> tuple[np.ndarray, tuple[int, float]]:
-    return _fit(batcher, problem), process_peak()
-
-
 def cluster_groups(
     active: pd.DataFrame,
     enrollments: pd.DataFrame,
@@ -87,7 +77,9 @@ def cluster_groups(
     if courses is None:
         courses = course_matrix(active["student_id"], enrollments).matrix
     soft_features = SoftRuleFeatures(active, settings.soft_rule_scale)
-    to_cluster = [g for g in plan.groups if g.n_batches > 1]
+    # largest first: on workers, a large group started last would run alone at the end (each
+    # group's seed is its own, so the order changes no result)
+    to_cluster = sorted((g for g in plan.groups if g.n_batches > 1), key=lambda g: (-g.n_students, g.group_index))
 
     def problems() -> Iterator[BatchingProblem]:
         for group in to_cluster:
@@ -101,11 +93,11 @@ def cluster_groups(
     parallel = parallel or ParallelConfig(n_workers=1)
     workers_peak = 0.0
     if parallel.n_workers != 1 and len(to_cluster) > 1 and len(active) >= parallel.min_students:
-        outcomes = run_tasks(_fit_in_worker, ((batcher, p) for p in problems()), parallel)
+        outcomes = run_tasks(fit_group_in_worker, ((batcher, p) for p in problems()), parallel)
         results = [labels for labels, _ in outcomes]
         workers_peak = workers_peak_mb([peak for _, peak in outcomes])
     else:
-        results = [_fit(batcher, p) for p in problems()]
+        results = [fit_group(batcher, p) for p in problems()]
     labels_of = {g.group_index: labels for g, labels in zip(to_cluster, results, strict=True)}
 
     batch_of_student = np.empty(len(active), dtype=np.int64)

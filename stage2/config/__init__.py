@@ -1,16 +1,35 @@
-"""Configuration: structured-config schemas, validation and EAV overrides."""
+"""Configuration: structured-config schemas, validation and EAV overrides.
+
+The settings (:mod:`stage2.config.settings`: pandas and the contract) are imported on first
+use, so that importing a schema (a clustering worker unpickling its algorithm's config) stays
+light.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
 from stage2.config.schema import Stage2Config, register_configs
-from stage2.config.settings import (
-    AppliedOverride,
-    BatchingSettings,
-    ConstraintRule,
-    SizeBounds,
-    Weights,
-    build_settings,
-)
+
+if TYPE_CHECKING:
+    from stage2.config.settings import (
+        AppliedOverride,
+        BatchingSettings,
+        ConstraintRule,
+        SizeBounds,
+        Weights,
+        build_settings,
+    )
+
+_FROM_SETTINGS = ("AppliedOverride", "BatchingSettings", "ConstraintRule", "SizeBounds", "Weights", "build_settings")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_SETTINGS:
+        from stage2.config import settings
+
+        return getattr(settings, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def weight_rest(weight: float, parts: int = 2) -> float:
