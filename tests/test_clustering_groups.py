@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +56,19 @@ def test_parallel_groups_match_sequential_and_workers_are_shut_down(make_institu
     # two worker processes, each at least an interpreter with numpy (> 20 MiB)
     assert parallel.workers_peak_mb > 40.0
     assert _worker_pids() == set()
+
+
+def test_a_worker_imports_the_clustering_only():
+    """A worker unpickling its task (the group fit, a batcher, a problem) and running it does
+    not import pandas, pandera or the settings: its start-up is part of every parallel run."""
+    from stage2.clustering import BatchingProblem, make_batcher
+    from stage2.clustering.worker import fit_group_in_worker
+
+    task = pickle.dumps((fit_group_in_worker, make_batcher({"name": "balanced"}),
+                         BatchingProblem(np.repeat(np.eye(4), 10, axis=0), np.array([20, 20]))))
+    code = ("import pickle, sys; function, *args = pickle.loads(sys.stdin.buffer.read()); "
+            "labels, _ = function(*args); "
+            "print(len(labels), sorted(m for m in ('pandas', 'pandera', 'sklearn', 'stage2.config.settings') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], input=task, capture_output=True, check=True).stdout
+    assert out.decode().split(maxsplit=1) == ["40", "[]\n"]
