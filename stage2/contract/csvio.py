@@ -27,7 +27,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -117,27 +117,36 @@ def read_table(path: Path) -> pd.DataFrame:
     ``EMPTY_TABLE``, ``ENCODING_ERROR`` or ``PARSE_ERROR`` issue if the file cannot be read.
     """
     path = Path(path)
-    return parse_table(path.read_bytes(), path.name)
+    return _parse(path.read_bytes, path.name)
 
 
 def parse_table(data: bytes, file: str) -> pd.DataFrame:
     """:func:`read_table` on bytes already in memory; ``file`` names the file in issues."""
-    text = _decode(data, file)
-    if not text or text.isspace():  # (strip() would copy a file of hundreds of MB)
-        _fail("EMPTY_TABLE", file, "the file is empty (no header row)")
-    header = _first_record(text)
+    return _parse(lambda: data, file)
+
+
+def _parse(read: Callable[[], bytes], file: str) -> pd.DataFrame:
+    """:func:`read_table` of the bytes ``read`` returns, which are freed once Arrow has read them
+    (the file's bytes and its frame need not both be in memory)."""
+    body = _body(read(), file)
+    _reject_blank(body, file)
+    header = _header_record(body, file)
     delimiter = detect_delimiter(header)
-    # parse the (validated) bytes, not the decoded text: a str and its StringIO copy of a
-    # multi-hundred-MB export would double the peak memory of a million-student run
-    del text
-    body = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
-    raw = _read_arrow(body, delimiter, _count_outside_quotes(header)[delimiter] + 1)
-    if raw is None:
+    table = _read_arrow(body, delimiter, _count_outside_quotes(header)[delimiter] + 1)
+    if table is not None:
+        del body
+        columns = table.columns
+        del table  # each raw column is freed once its normalised one replaces it
+        frame = _arrow_frame(columns, file)
+    else:
+        # Arrow's reader stopped (or was not tried): report bad bytes first, as for any file,
+        # then let pandas split the records and name the problem
+        _decode(body, file)
         raw = _read_pandas(body, delimiter, file)
-    names = _header_names(raw.iloc[0].fillna("").tolist(), file)
-    frame = raw.iloc[1:].set_axis(names, axis=1)
-    frame.index = frame.index - 1  # record position: first data record = 0
-    frame = _normalise_cells(frame, file)
+        names = _header_names(raw.iloc[0].fillna("").tolist(), file)
+        frame = raw.iloc[1:].set_axis(names, axis=1)
+        frame.index = frame.index - 1  # record position: first data record = 0
+        frame = _normalise_cells(frame, file)
     if frame.empty:
         _fail("EMPTY_TABLE", file, "the file has a header row but no data rows")
     return frame
@@ -146,24 +155,34 @@ def parse_table(data: bytes, file: str) -> pd.DataFrame:
 #: A quote after white space: pandas (``skipinitialspace``) opens a quoted field there, Arrow
 #: keeps the quote as text, so such files are left to pandas.
 _QUOTE_AFTER_SPACE: tuple[bytes, ...] = (b' "', b'\t"')
+#: The ASCII characters ``str.isspace`` counts as white space: exactly those Arrow's (and so
+#: pandas') ``strip`` removes from the ends of a cell.
+_ASCII_SPACE = bytes(code for code in range(128) if chr(code).isspace())
+_NOT_ASCII_SPACE = re.compile(b"[^" + re.escape(_ASCII_SPACE) + b"]")
+_FIRST_NON_ASCII = 0x80
+#: A cell that starts and ends with a byte in this range (printable ASCII) needs no stripping:
+#: white space is ASCII space and controls below it, or a multi-byte (non-ASCII) character.
+_PRINTABLE_ASCII = (ord("!"), _FIRST_NON_ASCII - 1)
+#: Arrow's type of every cell: the storage of pandas' ``string`` dtype (no conversion later).
+_ARROW_TEXT = pa.large_string()
 
 
-def _read_arrow(body: bytes, delimiter: str, n_columns: int) -> pd.DataFrame | None:
-    """Every record as strings (header included, empty cells ``""``), as :func:`_read_pandas`
-    splits them, by Arrow's multi-threaded reader (several times faster on large files).
+def _read_arrow(body: bytes, delimiter: str, n_columns: int) -> pa.Table | None:
+    """Every record as strings (header included, empty cells ``""``), by Arrow's multi-threaded
+    reader (several times faster than pandas on large files).
 
-    ``None`` where the two readers could differ (a quote after white space) or Arrow cannot
-    read the file (e.g. a record with a different number of fields): pandas then reads it and
-    reports the problem in its own words.
+    Splits records exactly as :func:`_read_pandas`. ``None`` where the two readers could differ
+    (a quote after white space) or Arrow cannot read the file (e.g. a record with a different
+    number of fields, or bytes that are not UTF-8): the caller then reports the problem.
     """
     quoted = QUOTE.encode() in body  # one byte: a fast scan, unlike the patterns below
     if quoted and any(pattern in body for pattern in _QUOTE_AFTER_SPACE):
         return None
-    names = [str(i) for i in range(n_columns)]
+    positions = [str(i) for i in range(n_columns)]
     try:
         table = pacsv.read_csv(
             pa.py_buffer(body),
-            read_options=pacsv.ReadOptions(column_names=names),
+            read_options=pacsv.ReadOptions(column_names=positions),
             parse_options=pacsv.ParseOptions(
                 delimiter=delimiter,
                 quote_char=QUOTE,
@@ -171,14 +190,72 @@ def _read_arrow(body: bytes, delimiter: str, n_columns: int) -> pd.DataFrame | N
                 newlines_in_values=quoted,
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()),
+                column_types=dict.fromkeys(positions, _ARROW_TEXT),
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
+                check_utf8=True,  # as strict as Python's decoder: no bytes pass here that it rejects
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get).set_axis(range(n_columns), axis=1)
+    return table if table.num_rows else None
+
+
+def _arrow_frame(columns: list[pa.ChunkedArray], file: str) -> pd.DataFrame:
+    """The frame :func:`read_table` returns from :func:`_read_arrow`'s columns, normalised in
+    Arrow as :func:`_normalise_cells` does in pandas; each of ``columns`` is replaced (freed)
+    by its normalised records."""
+    names = _header_names([column[0].as_py() for column in columns], file)
+    n_records = len(columns[0]) - 1
+    for i, column in enumerate(columns):
+        columns[i] = _normalise_column(column.slice(1))
+    for name, column in zip(names, columns, strict=True):
+        if name.startswith(_UNNAMED) and column.null_count < len(column):
+            position = int(name[len(_UNNAMED) :]) + 1
+            _fail("PARSE_ERROR", file, f"column {position} has values but no name in the header row", row=1)
+    named = [(name, column) for name, column in zip(names, columns, strict=True) if not name.startswith(_UNNAMED)]
+    positions = [str(i) for i in range(len(named))]
+    frame = pa.Table.from_arrays([column for _, column in named], names=positions).to_pandas(
+        types_mapper={_ARROW_TEXT: pd.StringDtype()}.get
+    )
+    frame = frame.set_axis([name for name, _ in named], axis=1)
+    if not named or all(column.null_count == len(column) for _, column in named):
+        return frame.iloc[:0]
+    if any(column.null_count == 0 for _, column in named):
+        return frame
+    filled = np.zeros(n_records, dtype=bool)
+    for _, column in named:
+        filled |= column.is_valid().to_numpy()
+    return frame if filled.all() else frame.loc[filled]  # no copy of a file without empty records
+
+
+def _normalise_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Strip every cell and make empty cells null (:func:`_normalise_cells`, in Arrow)."""
+    if _edges_may_be_space(column):
+        column = pc.utf8_trim_whitespace(column)
+    empty = pc.equal(pc.binary_length(column), 0)
+    if pc.any(empty).as_py():
+        column = pc.if_else(empty, pa.scalar(None, column.type), column)
+    return column
+
+
+def _edges_may_be_space(column: pa.ChunkedArray) -> bool:
+    """Whether a cell may start or end with white space (stripping it is then not a no-op).
+
+    Reads the first and last byte of each cell straight from Arrow's buffers; an empty cell
+    reads a neighbour's byte, which at worst says "may" where stripping changes nothing.
+    """
+    low, high = _PRINTABLE_ASCII
+    for chunk in column.chunks:
+        _, offsets_buffer, data_buffer = chunk.buffers()
+        if len(chunk) == 0 or data_buffer is None or data_buffer.size == 0:
+            continue
+        offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(data_buffer, dtype=np.uint8)
+        for edge in (data.take(offsets[:-1], mode="clip"), data.take(offsets[1:] - 1, mode="clip")):
+            if ((edge < low) | (edge > high)).any():
+                return True
+    return False
 
 
 def _read_pandas(body: bytes, delimiter: str, file: str) -> pd.DataFrame:
@@ -206,7 +283,9 @@ def _read_pandas(body: bytes, delimiter: str, file: str) -> pd.DataFrame:
     return raw
 
 
-def _decode(data: bytes, file: str) -> str:
+def _body(data: bytes, file: str) -> bytes:
+    """The file's bytes without a UTF-8 byte-order mark; ``ENCODING_ERROR`` for a UTF-16 file or
+    one holding a NUL byte (the UTF-8 check itself is :func:`_decode`, or Arrow's reader)."""
     if data.startswith(UTF16_BOMS):
         _fail("ENCODING_ERROR", file, "the file is UTF-16 (Excel 'Unicode text'), not UTF-8", row=1)
     body = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
@@ -222,6 +301,11 @@ def _decode(data: bytes, file: str) -> str:
             "(UTF-16 without a byte-order mark, or a binary file?)",
             row=line,
         )
+    return body
+
+
+def _decode(body: bytes, file: str) -> str:
+    """``body`` as text; ``ENCODING_ERROR`` naming the line of the first byte that is not UTF-8."""
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -234,6 +318,35 @@ def _decode(data: bytes, file: str) -> str:
             "(was it saved as Latin-1 or Windows-1252?)",
             row=line,
         )
+
+
+def _reject_blank(body: bytes, file: str) -> None:
+    """``EMPTY_TABLE`` if the file holds only white space; ``ENCODING_ERROR`` as :func:`_decode`
+    where that takes decoding it (it starts with a non-ASCII character)."""
+    first = _NOT_ASCII_SPACE.search(body)
+    if first is not None and body[first.start()] >= _FIRST_NON_ASCII:
+        blank = _decode(body, file).isspace()  # rare: a file starting with a non-ASCII character
+    else:
+        blank = first is None
+    if blank:
+        _fail("EMPTY_TABLE", file, "the file is empty (no header row)")
+
+
+def _header_record(body: bytes, file: str) -> str:
+    """The header record (:func:`_first_record`), decoding only its bytes."""
+    quote, newline = QUOTE.encode(), b"\n"
+    start, quotes = 0, 0
+    end = body.find(newline)
+    while end >= 0:
+        quotes += body.count(quote, start, end)
+        if quotes % 2 == 0:  # the line break is outside quotes
+            break
+        start, end = end + 1, body.find(newline, end + 1)
+    record = body if end < 0 else body[:end]
+    try:
+        return record.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError:
+        return _first_record(_decode(body, file))  # _decode reports the first bad byte
 
 
 def _first_record(text: str) -> str:
@@ -326,24 +439,30 @@ def string_isin(series: pd.Series, values: pd.Series) -> np.ndarray:
     left = series.astype(STRING_DTYPE)
     right = values.astype(STRING_DTYPE).dropna().unique()
     if getattr(left.dtype, "storage", None) == "pyarrow":
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         left_array = pa.array(left.array)
         found = pc.is_in(left_array, value_set=pa.array(right).cast(left_array.type))
         return np.asarray(pc.fill_null(found, False), dtype=bool)
     return pd.Index(right).get_indexer(left) >= 0
 
 
-def string_positions(values: pd.Series | np.ndarray, reference: pd.Series | np.ndarray) -> np.ndarray:
+def string_positions(
+    values: pd.Series | np.ndarray, reference: pd.Series | np.ndarray, *, runs: bool = False
+) -> np.ndarray:
     """Position of each of ``values`` in ``reference`` (unique strings), -1 where absent —
-    ``pd.Index(reference).get_indexer(values)``, but in Arrow (4× faster on millions of ids)."""
+    ``pd.Index(reference).get_indexer(values)``, but in Arrow (4× faster on millions of ids).
+
+    ``runs``: the values come in runs of repeats (e.g. enrollments listed student by student),
+    so each run is looked up once.
+    """
     left = pd.Series(values).astype(STRING_DTYPE)
+    if runs and len(left) > 1 and getattr(left.dtype, "storage", None) == "pyarrow":
+        array = pa.array(left.array)
+        changed = pc.fill_null(pc.not_equal(array[1:], array[:-1]), True)  # a null is its own run
+        starts = np.flatnonzero(np.r_[True, np.asarray(changed)])
+        found = string_positions(pd.Series(array.take(starts), dtype=STRING_DTYPE), reference)
+        return np.repeat(found, np.diff(np.r_[starts, len(left)]))
     right = pd.Series(reference).astype(STRING_DTYPE)
     if getattr(left.dtype, "storage", None) == "pyarrow":
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         left_array = pa.array(left.array)
         found = pc.index_in(left_array, value_set=pa.array(right.array).cast(left_array.type))
         return np.asarray(pc.fill_null(found, -1), dtype=np.int64)
@@ -415,6 +534,9 @@ def parse_bool_series(series: pd.Series, *, file: str, column: str) -> tuple[pd.
     return parsed, issues
 
 
+_TOO_LARGE = f"whole number too large (at most {MAX_WHOLE_NUMBER} in magnitude)"
+
+
 def coerce_integer(series: pd.Series, *, file: str, column: str) -> tuple[pd.Series, list[ValidationIssue]]:
     """Parse whole numbers (``3``, ``3.0``, ``3e0``) into nullable ``Int64``.
 
@@ -423,9 +545,9 @@ def coerce_integer(series: pd.Series, *, file: str, column: str) -> tuple[pd.Ser
     """
     plain = _plain_integers(series)
     if plain is not None:
-        numbers, invalid = plain, pd.Series(False, index=series.index)
-    else:
-        numbers, invalid = _to_finite_numbers(series)
+        integers, beyond = plain
+        return integers, row_issues("INVALID_NUMBER", file, column, series[beyond], _TOO_LARGE)
+    numbers, invalid = _to_finite_numbers(series)
     fractional = numbers.notna() & (numbers != numbers.round())
     # beyond ±2**53 a float no longer holds every whole number, and beyond int64 the cast to
     # Int64 silently wraps around (1e30 became -9223372036854775808): reject, do not wrap
@@ -434,8 +556,7 @@ def coerce_integer(series: pd.Series, *, file: str, column: str) -> tuple[pd.Ser
     issues = row_issues(
         "INVALID_NUMBER", file, column, series[(invalid | fractional) & ~too_large], "not a whole number"
     )
-    too_large_message = f"whole number too large (at most {MAX_WHOLE_NUMBER} in magnitude)"
-    issues += row_issues("INVALID_NUMBER", file, column, series[too_large], too_large_message)
+    issues += row_issues("INVALID_NUMBER", file, column, series[too_large], _TOO_LARGE)
     return numbers.mask(bad).astype("Int64"), issues
 
 
@@ -462,10 +583,15 @@ def coerce_datetime(series: pd.Series, *, file: str, column: str) -> tuple[pd.Se
     return parsed, issues
 
 
-def _plain_integers(series: pd.Series) -> pd.Series | None:
-    """The column as ``Float64`` (like :func:`_to_finite_numbers`) when every cell is a plain
-    integer literal, which Arrow casts in one pass (parsing text as numbers one by one takes
-    seconds on millions of rows); ``None`` if any cell is anything else (``3.0``, ``x``)."""
+def _plain_integers(series: pd.Series) -> tuple[pd.Series, np.ndarray] | None:
+    """:func:`coerce_integer`'s values, and the mask of values too large, for a column whose
+    every cell is a plain integer literal, which Arrow casts in one pass (parsing text as
+    numbers one by one takes seconds on millions of rows); ``None`` if any cell is anything
+    else (``3.0``, ``x``).
+
+    Each value goes through a float, as in :func:`_to_finite_numbers`, so that the limit of
+    :data:`MAX_WHOLE_NUMBER` and the values kept are exactly those of the general path.
+    """
     strings = series.astype(STRING_DTYPE)
     if getattr(strings.dtype, "storage", None) != "pyarrow":
         return None
@@ -473,8 +599,16 @@ def _plain_integers(series: pd.Series) -> pd.Series | None:
         integers = pc.cast(pa.array(strings.array), pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    values = integers.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get).array
-    return pd.Series(values, index=series.index).astype("Float64")
+    filled = np.asarray(integers.is_valid())
+    whole = np.asarray(pc.fill_null(integers, 0))
+    too_large = np.zeros(len(whole), dtype=bool)
+    if whole.size and max(int(whole.max()), -int(whole.min())) > MAX_WHOLE_NUMBER:
+        # a float holds these only approximately: round-trip, as the general path
+        as_float = whole.astype(np.float64)
+        too_large = filled & (np.abs(as_float) > MAX_WHOLE_NUMBER)
+        whole = np.where(too_large, 0, as_float).astype(np.int64)
+    values = pd.arrays.IntegerArray(whole, ~filled | too_large)
+    return pd.Series(values, index=series.index), too_large
 
 
 def _to_finite_numbers(series: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -524,6 +658,18 @@ def explode_list_series(series: pd.Series, *, file: str, column: str) -> tuple[p
     only cells starting with ``[`` are parsed one by one as JSON. A malformed JSON cell is an
     ``INVALID_VALUE`` issue and contributes no items.
     """
+    items, bad_labels, bad_reasons = _explode(series)
+    issues = row_issues("INVALID_VALUE", file, column, series.loc[bad_labels], _not_a_list(bad_reasons))
+    return items.rename(column), issues
+
+
+def _not_a_list(reasons: list[str]) -> str:
+    """The message of a malformed list cell, with the reason of the first."""
+    return "not a list: use a;b;c, a|b|c or a JSON array of strings" + (f" ({reasons[0]})" if reasons else "")
+
+
+def _explode(series: pd.Series) -> tuple[pd.Series, list[Any], list[str]]:
+    """:func:`explode_list_series`'s items, and the labels and reasons of malformed cells."""
     cells = series.dropna().astype(STRING_DTYPE)
     is_json = cells.str.startswith(JSON_ARRAY_START)
     parts = [_split_items(cells[~is_json])]
@@ -541,15 +687,7 @@ def explode_list_series(series: pd.Series, *, file: str, column: str) -> tuple[p
     items = items[items.notna() & (items != "")]
     if len(parts) > 1:  # JSON items were appended after the plain ones: restore record order
         items = items.sort_index(kind="stable")
-    issues = row_issues(
-        "INVALID_VALUE",
-        file,
-        column,
-        series.loc[bad_labels],
-        "not a list: use a;b;c, a|b|c or a JSON array of strings"
-        + (f" ({bad_reasons[0]})" if bad_reasons else ""),
-    )
-    return items.rename(column), issues
+    return items, bad_labels, bad_reasons
 
 
 def _split_items(cells: pd.Series) -> pd.Series:
@@ -563,9 +701,20 @@ def _split_items(cells: pd.Series) -> pd.Series:
 
 
 def parse_list_series(series: pd.Series, *, file: str, column: str) -> tuple[pd.Series, list[ValidationIssue]]:
-    """Parse a list column into a column of tuples of ``str`` (``()`` for a null cell)."""
-    items, issues = explode_list_series(series, file=file, column=column)
-    return tuples_by_label(items, series.index), issues
+    """Parse a list column into a column of tuples of ``str`` (``()`` for a null cell), with
+    the issues of :func:`explode_list_series`.
+
+    Each distinct cell is parsed once and its rows share its tuple: an export repeats few lists
+    (e.g. languages) over many rows, and a tuple per row costs seconds and memory.
+    """
+    codes, distinct = pd.factorize(series.astype(STRING_DTYPE))  # a null cell: code -1
+    cells = pd.Series(distinct, dtype=STRING_DTYPE)
+    items, bad_cells, bad_reasons = _explode(cells)
+    # one more label than cells: its empty tuple is what code -1 (a null cell) takes
+    tuples = tuples_by_label(items, pd.RangeIndex(len(cells) + 1)).to_numpy()
+    bad_rows = series[np.isin(codes, np.asarray(bad_cells, dtype=codes.dtype))]
+    issues = row_issues("INVALID_VALUE", file, column, bad_rows, _not_a_list(bad_reasons))
+    return pd.Series(tuples[codes], index=series.index, dtype=object), issues
 
 
 def tuples_by_label(items: pd.Series, index: pd.Index) -> pd.Series:
@@ -586,7 +735,21 @@ def tuples_by_label(items: pd.Series, index: pd.Index) -> pd.Series:
 
 def upper_enum(series: pd.Series) -> pd.Series:
     """Normalise an enumeration column: upper case, inner spaces and hyphens as ``_``."""
-    return series.astype(STRING_DTYPE).str.upper().str.replace(r"[\s\-]+", "_", regex=True)
+    # each distinct value once: pandas replaces by regex one Python string at a time
+    codes, distinct = pd.factorize(series.astype(STRING_DTYPE))
+    normalised = pd.Series(distinct, dtype=STRING_DTYPE).str.upper().str.replace(r"[\s\-]+", "_", regex=True)
+    result = take_strings(normalised, codes).set_axis(series.index)
+    result.name = series.name
+    return result
+
+
+def take_strings(values: pd.Series, positions: np.ndarray) -> pd.Series:
+    """``values`` (``string``) at ``positions``, null where a position is -1; a fresh RangeIndex.
+
+    In Arrow: building millions of strings from Python objects takes a second.
+    """
+    taken = pa.array(values.astype(STRING_DTYPE).array).take(pa.array(positions, mask=positions < 0))
+    return taken.to_pandas(types_mapper={taken.type: pd.StringDtype()}.get)
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,10 +29,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -44,11 +47,13 @@ from stage2.contract.csvio import (
     coerce_integer,
     explode_list_series,
     parse_bool_series,
-    parse_table,
+    parse_list_series,
+    read_table,
     row_issues,
     row_number,
     string_isin,
     string_positions,
+    take_strings,
     tuples_by_label,
     upper_enum,
 )
@@ -155,6 +160,8 @@ SPECS: dict[str, TableSpec] = {
 }
 #: every file name the contract knows (what an upload to the service may be called)
 CONTRACT_FILES: tuple[str, ...] = (*SPECS, *PASSTHROUGH_KEYS)
+#: Bytes :func:`directory_digest` reads at a time.
+DIGEST_CHUNK_BYTES = 1 << 20
 
 _Coercer = Callable[..., tuple[pd.Series, list[ValidationIssue]]]
 
@@ -176,32 +183,40 @@ def load_institution(input_dir: str | Path) -> InstitutionData:
     if not root.is_dir():
         issue = ValidationIssue("MISSING_FILE", str(root), "the input directory does not exist")
         raise InputValidationError([issue], input_dir=str(root))
-    files = {path.name: path.read_bytes() for path in sorted(root.glob("*.csv")) if path.is_file()}
-    return _Loader(root, files).run()
+    files = {path.name: path for path in sorted(root.glob("*.csv")) if path.is_file()}
+    # hashing the files takes a core for a while: it runs beside the (mostly single-threaded)
+    # checks, and streams the files, so no file's bytes outlive its own parsing
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="input-digest") as pool:
+        return _Loader(root, files, pool.submit(directory_digest, files)).run()
 
 
-def directory_digest(files: dict[str, bytes]) -> tuple[str, dict[str, str]]:
+def directory_digest(files: dict[str, Path]) -> tuple[str, dict[str, str]]:
     """sha256 over every file's name, size and bytes in name order; and each file's own sha256.
 
     Name and size are framed (``name NUL size NUL bytes``) so that no two directories hash alike
-    by moving bytes from one file to the next.
+    by moving bytes from one file to the next. Reads each file in chunks (constant memory).
     """
     total = hashlib.sha256()
     per_file: dict[str, str] = {}
     for name in sorted(files):
-        data = files[name]
-        total.update(f"{name}\0{len(data)}\0".encode())
-        total.update(data)
-        per_file[name] = hashlib.sha256(data).hexdigest()
+        own = hashlib.sha256()
+        with open(files[name], "rb") as stream:
+            total.update(f"{name}\0{os.fstat(stream.fileno()).st_size}\0".encode())
+            while chunk := stream.read(DIGEST_CHUNK_BYTES):
+                total.update(chunk)
+                own.update(chunk)
+        per_file[name] = own.hexdigest()
     return total.hexdigest(), per_file
 
 
 @dataclass
 class _Loader:
-    """One load: the files' bytes in, issues and warnings collected along the way."""
+    """One load: the files in (name -> path), issues and warnings collected along the way."""
 
     root: Path
-    files: dict[str, bytes]
+    files: dict[str, Path]
+    #: :func:`directory_digest` of :attr:`files`, computed alongside
+    digest: Future[tuple[str, dict[str, str]]]
     issues: list[ValidationIssue] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     #: file -> (row, column) cells already reported by coercion: the schema's follow-on
@@ -218,7 +233,7 @@ class _Loader:
         rooms = self._table(ROOMS, required=True)
         shifts = self._shifts()
         students, enrolled_items = self._students(shifts)
-        enrollments = self._enrollments(students, enrolled_items)
+        enrollments = self._enrollments(students, enrolled_items, courses)
         prerequisites = self._table(PREREQUISITES, required=False)
         parameters = self._table(PARAMETERS, required=False)
         parameter_values = self._parameter_values(parameters)
@@ -227,10 +242,10 @@ class _Loader:
         self._references(students, programs, "program_id", STUDENTS, PROGRAMS)
         self._no_active_students(students)
         if enrollments is not None:
-            frame, file, names = enrollments
-            self._references(frame, students, "student_id", file, STUDENTS, names)
-            self._references(frame, courses, "course_id", file, COURSES, names)
-            self._students_without_courses(students, frame)
+            frame, file, names = enrollments.frame, enrollments.file, enrollments.names
+            self._references(frame, students, "student_id", file, STUDENTS, names, rows=enrollments.student_rows)
+            self._references(frame, courses, "course_id", file, COURSES, names, rows=enrollments.course_rows)
+            self._students_without_courses(students, frame, enrollments.student_rows)
         if prerequisites is not None:
             self._references(prerequisites, courses, "course_id", PREREQUISITES, COURSES)
             self._references(
@@ -241,13 +256,13 @@ class _Loader:
             raise InputValidationError(self.issues, input_dir=str(self.root))
         assert students is not None and programs is not None and courses is not None
         assert rooms is not None and shifts is not None and enrollments is not None
-        digest, file_digests = directory_digest(self.files)
+        digest, file_digests = self.digest.result()
         return InstitutionData(
             input_dir=self.root,
             students=_fresh(students),
             programs=_fresh(programs),
             courses=_fresh(courses),
-            enrollments=_fresh(enrollments[0].loc[:, list(ENROLLMENT_COLUMNS)]),
+            enrollments=_fresh(enrollments.frame.loc[:, list(ENROLLMENT_COLUMNS)]),
             rooms=_fresh(rooms),
             shifts=_fresh(shifts),
             prerequisites=_fresh_or_none(prerequisites),
@@ -271,7 +286,7 @@ class _Loader:
                 self._issue("MISSING_FILE", file, "required file is missing from the input directory")
             return None
         try:
-            frame = parse_table(self.files[file], file)
+            frame = read_table(self.files[file])
         except InputValidationError as error:
             if not required and all(i.code == "EMPTY_TABLE" for i in error.issues):
                 self.warnings.append(f"{file}: the file has no data rows and is ignored")
@@ -353,13 +368,15 @@ class _Loader:
             students["semester"] = pd.Series(pd.NA, index=students.index, dtype="Int64")
         if PREFERRED_LANGUAGES not in students:
             students[PREFERRED_LANGUAGES] = pd.Series([()] * len(students), index=students.index, dtype=object)
-        for column in (PREFERRED_LANGUAGES, ENROLLED_COURSES):
-            if column in students:
-                items, issues = explode_list_series(students[column], file=STUDENTS, column=column)
-                self._coercion_issues(issues)
-                students[column] = tuples_by_label(items, students.index)
-                if column == ENROLLED_COURSES:
-                    enrolled_items = items
+        students[PREFERRED_LANGUAGES], issues = parse_list_series(
+            students[PREFERRED_LANGUAGES], file=STUDENTS, column=PREFERRED_LANGUAGES
+        )
+        self._coercion_issues(issues)
+        if ENROLLED_COURSES in students:
+            items, issues = explode_list_series(students[ENROLLED_COURSES], file=STUDENTS, column=ENROLLED_COURSES)
+            self._coercion_issues(issues)
+            students[ENROLLED_COURSES] = tuples_by_label(items, students.index)
+            enrolled_items = items
         raw = students["preferred_shift"] if "preferred_shift" in students else _nulls(students.index)
         students["preferred_shift_raw"] = raw
         students["preferred_shift"] = self._resolve_shifts(raw, shifts)
@@ -370,22 +387,10 @@ class _Loader:
         """Map each preferred shift (a shift_id, or a shift_code/shift_type in any case) to its shift_id."""
         if shifts is None or raw.isna().all():
             return _nulls(raw.index)
-        ids = shifts["shift_id"].dropna()
-        by_id = dict(zip(ids, ids, strict=True))
-        by_code = _first_id_by(shifts, "shift_code", lambda s: s.str.upper())
-        by_type = _first_id_by(shifts, "shift_type", upper_enum)
-        # each later form is looked up only for the values the earlier ones left unresolved
-        resolved = _lookup(raw, by_id)
-        resolved = resolved.fillna(_lookup(raw[resolved.isna()].str.upper(), by_code))
-        as_type = upper_enum(raw[resolved.isna()]).reindex(raw.index)
-        resolved = resolved.fillna(_lookup(as_type, by_type))
-        if "shift_type" in shifts:
-            per_type = shifts["shift_type"].value_counts()
-            for shift_type in sorted(set(as_type.dropna()) & set(per_type[per_type > 1].index)):
-                self.warnings.append(
-                    f"{STUDENTS}: preferred_shift {shift_type!r} matches several shifts; "
-                    f"resolved to the first in {SHIFTS}, {by_type[shift_type]!r}"
-                )
+        # each distinct value is resolved once: millions of rows name a handful of shifts
+        codes, distinct = pd.factorize(raw)
+        resolved = take_strings(self._resolve_distinct_shifts(pd.Series(distinct, dtype=STRING_DTYPE), shifts), codes)
+        resolved.index = raw.index
         unresolved = raw.notna() & resolved.isna()
         if not unresolved.any():
             return resolved
@@ -404,10 +409,32 @@ class _Loader:
             )
         return resolved
 
+    def _resolve_distinct_shifts(self, raw: pd.Series, shifts: pd.DataFrame) -> pd.Series:
+        """:meth:`_resolve_shifts` of distinct, non-null values (null: unresolved), warning about
+        shift types shared by several shifts."""
+        ids = shifts["shift_id"].dropna()
+        by_id = dict(zip(ids, ids, strict=True))
+        by_code = _first_id_by(shifts, "shift_code", lambda s: s.str.upper())
+        by_type = _first_id_by(shifts, "shift_type", upper_enum)
+        # each later form is looked up only for the values the earlier ones left unresolved
+        resolved = _lookup(raw, by_id)
+        resolved = resolved.fillna(_lookup(raw[resolved.isna()].str.upper(), by_code))
+        as_type = upper_enum(raw[resolved.isna()]).reindex(raw.index)
+        resolved = resolved.fillna(_lookup(as_type, by_type))
+        if "shift_type" in shifts:
+            per_type = shifts["shift_type"].value_counts()
+            for shift_type in sorted(set(as_type.dropna()) & set(per_type[per_type > 1].index)):
+                self.warnings.append(
+                    f"{STUDENTS}: preferred_shift {shift_type!r} matches several shifts; "
+                    f"resolved to the first in {SHIFTS}, {by_type[shift_type]!r}"
+                )
+        return resolved
+
     def _enrollments(
-        self, students: pd.DataFrame | None, enrolled_items: pd.Series | None
-    ) -> tuple[pd.DataFrame, str, dict[str, str]] | None:
-        """Enrollment rows, the file they came from, and issue column names (or ``None``).
+        self, students: pd.DataFrame | None, enrolled_items: pd.Series | None, courses: pd.DataFrame | None
+    ) -> _Enrollments | None:
+        """Enrollment rows, the file they came from, issue column names and the rows of students
+        and courses their ids name (or ``None``).
 
         ``student_course_enrollment.csv`` wins over the ``enrolled_courses`` column.
         """
@@ -440,20 +467,22 @@ class _Loader:
         for column in ENROLLMENT_COLUMNS:
             if column not in frame:
                 frame[column] = _typed_nulls(frame.index, column)
-        frame = self._drop_duplicate_enrollments(frame, file)
-        self._validate(frame, _DEDUPLICATED_ENROLLMENTS, file, names)
-        return frame, file, names
-
-    def _drop_duplicate_enrollments(self, frame: pd.DataFrame, file: str) -> pd.DataFrame:
-        duplicated = frame.duplicated(subset=["student_id", "course_id"], keep="first")
-        if duplicated.any():
-            first = row_number(frame.index[duplicated.to_numpy()][0])
+        student_rows = (
+            None if students is None else string_positions(frame["student_id"], students["student_id"], runs=True)
+        )
+        course_rows = None if courses is None else string_positions(frame["course_id"], courses["course_id"])
+        duplicated = _repeated_pairs(frame, student_rows, course_rows)
+        if duplicated is not None:
+            first = row_number(frame.index[duplicated][0])
             self.warnings.append(
                 f"{file}: {int(duplicated.sum())} repeated (student_id, course_id) enrollment(s) "
                 f"ignored, the first on row {first}"
             )
-            frame = frame.loc[~duplicated.to_numpy()]
-        return frame
+            frame = frame.loc[~duplicated]
+            student_rows = None if student_rows is None else student_rows[~duplicated]
+            course_rows = None if course_rows is None else course_rows[~duplicated]
+        self._validate(frame, _DEDUPLICATED_ENROLLMENTS, file, names)
+        return _Enrollments(frame, file, names, student_rows, course_rows)
 
     def _parameter_values(self, parameters: pd.DataFrame | None) -> pd.DataFrame | None:
         values = self._table(PARAMETER_VALUES, required=False)
@@ -493,15 +522,18 @@ class _Loader:
         column_names: dict[str, str] | None = None,
         *,
         target_column: str | None = None,
+        rows: np.ndarray | None = None,
     ) -> None:
         """DANGLING_REFERENCE for every non-null ``frame[column]`` not in ``target_frame``.
 
         ``target_column`` defaults to ``column``; both frames may be ``None`` (already reported).
+        ``rows``, if known, is :func:`string_positions` of the column in the target's keys.
         """
         if frame is None or target_frame is None:
             return
         keys = target_frame[target_column or column]
-        dangling = frame[column].notna().to_numpy() & ~string_isin(frame[column], keys)
+        found = rows >= 0 if rows is not None else string_isin(frame[column], keys)
+        dangling = frame[column].notna().to_numpy() & ~found
         shown = (column_names or {}).get(column, column)
         self.issues += row_issues(
             "DANGLING_REFERENCE",
@@ -526,10 +558,24 @@ class _Loader:
             )
         )
 
-    def _students_without_courses(self, students: pd.DataFrame | None, enrollments: pd.DataFrame) -> None:
+    def _students_without_courses(
+        self, students: pd.DataFrame | None, enrollments: pd.DataFrame, student_rows: np.ndarray | None
+    ) -> None:
+        """FEATURE_EXTRACTION_ERROR for every active student without an enrollment.
+
+        ``student_rows`` (if known) is :func:`string_positions` of the enrollments' student_id in
+        ``students``: the rows named, without looking millions of ids up again.
+        """
         if students is None:
             return
-        enrolled = string_isin(students["student_id"], enrollments["student_id"])
+        if student_rows is None:
+            enrolled = string_isin(students["student_id"], enrollments["student_id"])
+        else:
+            # a student_id's position is that of one of its rows: map every row to it, so that
+            # a repeated student_id (a DUPLICATE_KEY) counts as enrolled on each of its rows
+            has_enrollment = np.zeros(len(students) + 1, dtype=bool)  # the last for -1, an unknown id
+            has_enrollment[student_rows] = True
+            enrolled = has_enrollment[string_positions(students["student_id"], students["student_id"])]
         # a blank student_id is already a BLANK_KEY; that it has no enrollment follows from it
         named = students["student_id"].notna().to_numpy()
         without = students["is_active"].to_numpy() & ~enrolled & named
@@ -551,6 +597,35 @@ class _Loader:
         for issue in issues:
             if issue.row is not None and issue.column is not None:
                 self._reported.setdefault(issue.file, set()).add((issue.row, issue.column))
+
+
+@dataclass(frozen=True)
+class _Enrollments:
+    """The enrollment rows, where they came from, and the rows their ids name."""
+
+    frame: pd.DataFrame
+    #: the file issues name
+    file: str
+    #: column -> name in issues (``course_id`` is ``enrolled_courses`` for the list column)
+    names: dict[str, str]
+    #: per row, :func:`string_positions` of its student_id in the students (None: unreadable)
+    student_rows: np.ndarray | None
+    #: per row, :func:`string_positions` of its course_id in the courses (None: unreadable)
+    course_rows: np.ndarray | None
+
+
+def _repeated_pairs(
+    frame: pd.DataFrame, student_rows: np.ndarray | None, course_rows: np.ndarray | None
+) -> np.ndarray | None:
+    """Mask of the rows repeating an earlier (student_id, course_id) pair; ``None`` if none does."""
+    if student_rows is not None and course_rows is not None and (student_rows >= 0).all() and (course_rows >= 0).all():
+        # every id names a row of its table, so a pair of positions stands for a pair of ids,
+        # and sorted numbers show repeats far faster than hashing millions of string pairs
+        pairs = np.sort(student_rows * (int(course_rows.max(initial=0)) + 1) + course_rows)
+        if not (pairs[1:] == pairs[:-1]).any():
+            return None
+    duplicated = frame.duplicated(subset=["student_id", "course_id"], keep="first").to_numpy()
+    return duplicated if duplicated.any() else None
 
 
 def _enrollments_from_list(students: pd.DataFrame, items: pd.Series) -> pd.DataFrame:
@@ -589,10 +664,9 @@ def _lookup(keys: pd.Series, mapping: dict[str, str]) -> pd.Series:
     if not mapping:
         return _nulls(keys.index)
     positions = string_positions(keys, pd.Series(list(mapping), dtype=STRING_DTYPE))
-    values = pd.Series(list(mapping.values()), dtype=STRING_DTYPE)
-    found = positions >= 0
-    return pd.Series(values.to_numpy(dtype=object)[positions.clip(min=0)], index=keys.index,
-                     dtype=STRING_DTYPE).where(found)
+    resolved = take_strings(pd.Series(list(mapping.values()), dtype=STRING_DTYPE), positions)
+    resolved.index = keys.index
+    return resolved
 
 
 def _nulls(index: pd.Index) -> pd.Series:
