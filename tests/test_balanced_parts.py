@@ -39,13 +39,13 @@ def course_sets(n_students: int, n_courses: int = 12, seed: int = 0) -> np.ndarr
 
 @pytest.fixture
 def part_calls(monkeypatch):
-    """The number of students of every sub-problem the batcher solves in parts."""
+    """The number of parts of every group the batcher solves in parts."""
     calls: list[int] = []
     original = BalancedBatcher._fit_parts
 
-    def recording(self, features, sizes, seed, n_parts):
+    def recording(self, features, data, sizes, seed, n_parts):
         calls.append(n_parts)
-        return original(self, features, sizes, seed, n_parts)
+        return original(self, features, data, sizes, seed, n_parts)
 
     monkeypatch.setattr(BalancedBatcher, "_fit_parts", recording)
     return calls

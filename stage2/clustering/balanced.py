@@ -135,11 +135,11 @@ class BalancedBatcher(Batcher):
         identical students together, local search) and exchanges. No step raises the objective.
         Groups of more than ``part_max_students`` are solved in parts (:meth:`_fit_parts`).
         ``data``: ``collapse(features)``, when the caller has it."""
-        n_parts = self._n_parts(features.shape[0], sizes.n_batches)
-        if n_parts > 1:
-            return self._fit_parts(features, sizes, seed, n_parts)
         if data is None:
             data = collapse(features)
+        n_parts = self._n_parts(features.shape[0], sizes.n_batches)
+        if n_parts > 1:
+            return self._fit_parts(features, data, sizes, seed, n_parts)
         # with (nearly) fixed sizes k-means rounds end in optima that differ by several percent
         # from start to start, and a local trial, which must keep every batch's size, is rarely
         # accepted: such groups get more restarts and more trials
@@ -174,7 +174,8 @@ class BalancedBatcher(Batcher):
         wanted = -(-n_students // self.config.part_max_students)
         return max(1, min(wanted, n_batches // self.config.part_min_batches))
 
-    def _fit_parts(self, features: np.ndarray, sizes: SizeModel, seed: int, n_parts: int) -> np.ndarray:
+    def _fit_parts(self, features: np.ndarray, data: CollapsedPoints, sizes: SizeModel, seed: int,
+                   n_parts: int) -> np.ndarray:
         """A large group as ``n_parts`` sub-problems, then repaired as a whole.
 
         The batches are dealt to the parts in order (part ``j`` gets consecutive batches and
@@ -185,7 +186,6 @@ class BalancedBatcher(Batcher):
         lower the objective) and the whole-group polish and exchanges move students across the
         parts' borders. The cost of a group grows with its students times its batches; in parts
         it grows with the students only."""
-        data = collapse(features)
         bounds = np.linspace(0, sizes.n_batches, n_parts + 1).astype(np.int64)
         part_of_batch = np.repeat(np.arange(n_parts), np.diff(bounds))
         part_sizes = np.bincount(part_of_batch, weights=sizes.planned, minlength=n_parts).astype(np.int64)
