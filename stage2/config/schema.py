@@ -127,7 +127,7 @@ class BalancedConfig(AlgorithmConfig):
     tight_effort: float = 12.0
     #: groups of more students are solved as ceil(n / part_max_students) sub-problems, then
     #: repaired as a whole (0: always whole)
-    part_max_students: int = 30_000
+    part_max_students: int = 25_000
     #: ... but every part gets at least this many batches
     part_min_batches: int = 20
     #: k-means rounds on the whole group after its parts are solved (exact assignments)
