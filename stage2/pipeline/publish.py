@@ -168,6 +168,26 @@ def publish_dry_run(catalog: Catalog, out: Path, runner: StageRunner, run: Track
                     context: dict[str, Any]) -> BatchingResult:
     """Write the plan (groups, batches per group, room check) as ``validation_report.json``."""
     plan: BatchPlan = catalog["plan"]
+    settings: BatchingSettings = catalog["settings"]
+    report = dry_run_report(catalog, run.run_id)
+    warnings = report["warnings"]
+    n_batches, n_slots = report["n_batches"], report["room_check"]["slots"]
+    context["warnings"] = warnings
+    path = write_json(out / VALIDATION_REPORT, report)
+    for message in warnings:
+        audit("warning", "%s", message, level=logging.WARNING)
+    audit("dry_run", "dry run: input and configuration valid; %d groups -> %d batches; %d slots; plan in %s",
+          len(plan.groups), n_batches, n_slots, path)
+    run.log_artifacts([path])
+    return BatchingResult(output_dir=out, plan=plan, settings=settings, runtimes=dict(runner.runtimes),
+                          warnings=warnings, run_id=run.run_id, files=[path], dry_run=True)
+
+
+def dry_run_report(catalog: Catalog, run_id: str | None = None) -> dict[str, Any]:
+    """The content of ``validation_report.json``, computed from a catalog that holds ``data``,
+    ``settings``, ``rooms`` and ``plan``; writes nothing (also
+    :func:`stage2.api.validate_batch_processing_inputs`)."""
+    plan: BatchPlan = catalog["plan"]
     data: InstitutionData = catalog["data"]
     settings: BatchingSettings = catalog["settings"]
     rooms: pd.DataFrame = catalog["rooms"]
@@ -181,11 +201,10 @@ def publish_dry_run(catalog: Catalog, out: Path, runner: StageRunner, run: Track
     if largest_batch > largest_room:
         warnings.append(f"[INSUFFICIENT_ROOMS] a planned batch of {largest_batch} exceeds the largest room "
                         f"({largest_room})")
-    context["warnings"] = warnings
-    report = {
+    return {
         "stage2_version": __version__,
         "status": "valid",
-        "run_id": run.run_id,
+        "run_id": run_id,
         "input_dir": str(data.input_dir),
         "data_digest": data.digest,
         "n_students": int(len(data.students)),
@@ -198,14 +217,6 @@ def publish_dry_run(catalog: Catalog, out: Path, runner: StageRunner, run: Track
         "eav_overrides": [vars(o) for o in settings.overrides],
         "warnings": warnings,
     }
-    path = write_json(out / VALIDATION_REPORT, report)
-    for message in warnings:
-        audit("warning", "%s", message, level=logging.WARNING)
-    audit("dry_run", "dry run: input and configuration valid; %d groups -> %d batches; %d slots; plan in %s",
-          len(plan.groups), n_batches, n_slots, path)
-    run.log_artifacts([path])
-    return BatchingResult(output_dir=out, plan=plan, settings=settings, runtimes=dict(runner.runtimes),
-                          warnings=warnings, run_id=run.run_id, files=[path], dry_run=True)
 
 
 def group_records(plan: BatchPlan) -> list[dict[str, Any]]:
