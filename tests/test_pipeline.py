@@ -267,3 +267,12 @@ def test_faculty_coverage_is_reported_with_faculty_tables(make_institution_dir, 
     run_batching(compose_config, input_dir, tmp_path / "out")
     report = json.loads((tmp_path / "out" / "quality_report.json").read_text())
     assert report["metrics"]["faculty_coverage"] == 0.0
+
+
+def test_without_faculty_tables_the_check_is_skipped_and_the_report_says_so(demo_run):
+    _, out, result = demo_run
+    report = json.loads((out / "quality_report.json").read_text())
+    assert report["faculty"] == {"checked": False, "reason": (
+        "faculty.csv and faculty_course_competency.csv absent: the faculty check was skipped")}
+    assert "faculty_coverage" not in report["metrics"] and "faculty_coverage" not in result.metrics
+    assert not (out / "faculty_report.csv").exists() and not (out / "faculty_load.csv").exists()
