@@ -321,3 +321,22 @@ def test_run_with_too_few_faculty_hours_warns_and_reports_the_courses(make_insti
     assert shortest["course_id"] in warning and shortest["hours_missing"] > 0
     assert report["faculty"]["n_courses_short"] == (pd.read_csv(out / "faculty_report.csv")["hours_missing"] > 0).sum()
     assert result.warnings == report["warnings"]
+
+
+def test_a_strict_run_short_of_faculty_fails_with_exit_4_and_leaves_no_tables(make_institution_dir, compose_config,
+                                                                             tmp_path):
+    from conftest import assert_no_outputs
+
+    input_dir = with_faculty(make_institution_dir(300, seed=1), tmp_path / "input", 10, per_course=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    for stale in ("faculty_report.csv", "faculty_load.csv", "student_batches.csv"):
+        (out / stale).write_text("stale\n")  # an earlier run's files must not survive a failed run
+    with pytest.raises(InfeasibleError) as caught:
+        run_batching(compose_config, input_dir, out, ["strict=true", "batch_size.min=5"])
+    assert caught.value.code == "INSUFFICIENT_FACULTY" and caught.value.exit_code == 4
+    record = json.loads((out / "errors.json").read_text())
+    assert record["error"]["code"] == "INSUFFICIENT_FACULTY" and record["error"]["exit_code"] == 4
+    assert record["error"]["details"]["hours_covered"] == 10
+    assert_no_outputs(out)
+    assert not (out / "faculty_report.csv").exists() and not (out / "faculty_load.csv").exists()
