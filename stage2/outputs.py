@@ -25,6 +25,10 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 STAGE3_TABLES = ("student_batches", "batch_student_membership", "batch_course_enrollment")
 #: a re-batch's table of students who moved, joined or left (written with the Stage 3 tables)
 REBATCH_DIFF_TABLE = "rebatch_diff"
+#: the faculty check's tables, per course and per teacher (written with the Stage 3 tables when
+#: the check ran)
+FACULTY_REPORT_TABLE = "faculty_report"
+FACULTY_LOAD_TABLE = "faculty_load"
 #: the run's record: metrics, thresholds, groups, warnings, configuration
 QUALITY_REPORT = "quality_report.json"
 #: per-batch quality (coherence, SSE, room use, broken soft rules)
@@ -90,9 +94,9 @@ def write_tables_atomically(output_dir: Path, tables: Mapping[str, pd.DataFrame]
 
 
 def remove_stage3_tables(output_dir: Path) -> None:
-    """Delete any Stage 3 CSV (and ``rebatch_diff.csv``) in ``output_dir`` (a failed run must
-    leave none)."""
-    for name in (*STAGE3_TABLES, REBATCH_DIFF_TABLE):
+    """Delete any Stage 3 CSV (and ``rebatch_diff.csv``, the faculty tables) in ``output_dir`` (a
+    failed run must leave none)."""
+    for name in (*STAGE3_TABLES, REBATCH_DIFF_TABLE, FACULTY_REPORT_TABLE, FACULTY_LOAD_TABLE):
         (output_dir / f"{name}.csv").unlink(missing_ok=True)
 
 

@@ -22,7 +22,7 @@ QUALITY_MEASURES = [
 ]
 #: the stages a full run times (README "The pipeline", plus writing the outputs), as runtime_s.<stage>
 STAGES = ["validation", "configuration", "sizing", "features", "clustering", "allocation", "membership", "enrollment",
-          "metrics", "outputs"]
+          "faculty", "metrics", "outputs"]
 
 
 @pytest.fixture(scope="module")
@@ -256,11 +256,6 @@ def test_soft_no_mix_counts_the_members_with_a_value(make_institution_dir, compo
     assert_outputs_valid(tmp_path, input_dir)
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "BUG (quality.md): faculty_coverage (section-hours the competent faculty can cover, by max-flow, / "
-    "section-hours needed) is reported when the faculty tables are present; stage2 only checks faculty.csv's "
-    "keys (stage2/contract/loader.py PASSTHROUGH_KEYS), reads no faculty_course_competency.csv and has no such "
-    "measure"))
 def test_faculty_coverage_is_reported_with_faculty_tables(make_institution_dir, compose_config, tmp_path):
     input_dir = tmp_path / "input"
     shutil.copytree(make_institution_dir(300, seed=1), input_dir)
@@ -272,3 +267,12 @@ def test_faculty_coverage_is_reported_with_faculty_tables(make_institution_dir, 
     run_batching(compose_config, input_dir, tmp_path / "out")
     report = json.loads((tmp_path / "out" / "quality_report.json").read_text())
     assert report["metrics"]["faculty_coverage"] == 0.0
+
+
+def test_without_faculty_tables_the_check_is_skipped_and_the_report_says_so(demo_run):
+    _, out, result = demo_run
+    report = json.loads((out / "quality_report.json").read_text())
+    assert report["faculty"] == {"checked": False, "reason": (
+        "faculty.csv and faculty_course_competency.csv absent: the faculty check was skipped")}
+    assert "faculty_coverage" not in report["metrics"] and "faculty_coverage" not in result.metrics
+    assert not (out / "faculty_report.csv").exists() and not (out / "faculty_load.csv").exists()

@@ -19,7 +19,7 @@ def test_the_pipeline_tables_are_wired():
     assert [s.name for s in BATCHING_STAGES[:len(DRY_RUN_STAGES)]] == [s.name for s in DRY_RUN_STAGES]
     fresh = Stage2Config()
     assert steps(fresh) == ["validation", "configuration", "sizing", "features", "clustering", "allocation",
-                            "membership", "enrollment", "metrics", "outputs", "reports"]
+                            "membership", "enrollment", "faculty", "metrics", "outputs", "reports"]
     assert {s.name for s in BATCHING_STAGES if s.checkpoint} == {"sizing", "clustering", "allocation"}
 
 

@@ -154,6 +154,20 @@ class HierarchicalConfig(AlgorithmConfig):
 
 
 @dataclass
+class FacultyConfig:
+    """The faculty feasibility check (run when faculty.csv and faculty_course_competency.csv are
+    both present): can the competent faculty teach every section the batches create?"""
+
+    #: hours of one weekly session: a section (a batch attending a course, ENROLLED) needs
+    #: ``max_sessions_per_week × session_hours`` hours a week (rounded to whole minutes)
+    session_hours: float = 1.0
+    #: sessions a week of a course whose ``max_sessions_per_week`` is empty
+    default_sessions_per_week: int = 1
+    #: least ``competency_level`` (1–10) with which a teacher may teach a course
+    min_competency: int = 5
+
+
+@dataclass
 class ResourcesConfig:
     """Home room and shift allocation."""
 
@@ -162,6 +176,8 @@ class ResourcesConfig:
     room_types: list[str] | None = None
     #: weight of shift-preference satisfaction against seat utilisation in the allocation
     shift_preference_weight: float = 1.0
+    #: the faculty feasibility check (``resources.faculty.*``)
+    faculty: FacultyConfig = field(default_factory=FacultyConfig)
 
 
 @dataclass

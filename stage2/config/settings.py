@@ -45,11 +45,18 @@ from stage2.config.schema import (
     PARALLEL_BACKENDS,
     RULE_TYPES,
     SCOPE_TYPES,
+    FacultyConfig,
     ParallelConfig,
     Stage2Config,
     to_stage2_config,
 )
-from stage2.contract.schemas import EAV_VALUE_COLUMNS
+from stage2.contract.schemas import (
+    COMPETENCY_MAX,
+    COMPETENCY_MIN,
+    EAV_VALUE_COLUMNS,
+    SESSIONS_PER_WEEK_MAX,
+    SESSIONS_PER_WEEK_MIN,
+)
 from stage2.errors import ConfigurationError, InputValidationError, ValidationIssue
 
 #: recommended ranges of the design document: outside them a configuration only warns
@@ -493,6 +500,7 @@ def build_settings(cfg: Stage2Config | DictConfig | Mapping[str, Any], data: Any
                 f"enrollment.shared_threshold={shared_threshold} is outside [0, 1]", where="enrollment.shared_threshold"
             )
     validate_parallel(conf.parallel)
+    validate_faculty(conf.resources.faculty)
     program_bounds = {}
     for program_id, partial in sorted(program_bounds_raw.items()):
         merged = replace(global_bounds, **partial)
@@ -533,6 +541,21 @@ def validate_parallel(parallel: ParallelConfig) -> None:
     if not parallel.worker_wait_s > 0:
         raise ConfigurationError(f"parallel.worker_wait_s={parallel.worker_wait_s} must be positive",
                                  where="parallel.worker_wait_s")
+
+
+def validate_faculty(faculty: FacultyConfig) -> None:
+    """Raise :class:`ConfigurationError` (INVALID_CONFIGURATION) for a session shorter than a
+    minute, or a ``min_competency`` or ``default_sessions_per_week`` outside the contract's range."""
+    if not round(faculty.session_hours * 60) >= 1:
+        raise ConfigurationError(f"resources.faculty.session_hours={faculty.session_hours} must be positive "
+                                 "(at least a minute)", where="resources.faculty.session_hours")
+    if not COMPETENCY_MIN <= faculty.min_competency <= COMPETENCY_MAX:
+        raise ConfigurationError(f"resources.faculty.min_competency={faculty.min_competency} is outside "
+                                 f"[{COMPETENCY_MIN}, {COMPETENCY_MAX}]", where="resources.faculty.min_competency")
+    if not SESSIONS_PER_WEEK_MIN <= faculty.default_sessions_per_week <= SESSIONS_PER_WEEK_MAX:
+        raise ConfigurationError(f"resources.faculty.default_sessions_per_week={faculty.default_sessions_per_week} "
+                                 f"is outside [{SESSIONS_PER_WEEK_MIN}, {SESSIONS_PER_WEEK_MAX}]",
+                                 where="resources.faculty.default_sessions_per_week")
 
 
 #: columns the loader adds to the student frame: not columns of student_data.csv

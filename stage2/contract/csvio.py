@@ -91,8 +91,11 @@ KNOWN_COLUMNS: frozenset[str] = frozenset(
         # entity_parameter_values
         "value_id", "entity_type", "entity_id", "parameter_value", "numeric_value",
         "integer_value", "boolean_value", "json_value", "effective_from", "effective_to",
+        # faculty, faculty_course_competency
+        "faculty_id", "faculty_code", "faculty_name", "max_hours_per_week", "competency_level",
+        "preference_score",
         # pass-through tables
-        "faculty_id", "timeslot_id",
+        "timeslot_id",
     }
 )
 

@@ -41,7 +41,12 @@ class InstitutionData:
     prerequisites: pd.DataFrame | None = None
     dynamic_parameters: pd.DataFrame | None = None
     entity_parameter_values: pd.DataFrame | None = None
-    #: tables validated for their keys only (institutions, departments, faculty, timeslots)
+    #: faculty.csv (``max_hours_per_week`` and ``is_active`` filled in), or None when absent
+    faculty: pd.DataFrame | None = None
+    #: faculty_course_competency.csv (``competency_level`` and ``is_active`` filled in), or None
+    #: when absent (also when faculty.csv is absent: its faculty could not be checked)
+    faculty_competencies: pd.DataFrame | None = None
+    #: tables validated for their keys only (institutions, departments, timeslots)
     passthrough: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: sha256 over the input files' bytes, in file-name order: identifies the data of a run
     digest: str = ""

@@ -22,6 +22,10 @@ Resolved points the contract leaves open (also in ``stage2/contract/README.md``)
   so a configuration naming them works on a minimal export.
 - A student table whose rows are all inactive is an ``EMPTY_TABLE`` error (nothing to batch),
   not an empty run.
+- ``faculty.csv`` and ``faculty_course_competency.csv``: an empty cell takes the contract's
+  default (``max_hours_per_week`` 18, ``competency_level`` 6, ``is_active`` true). Competencies
+  without ``faculty.csv`` cannot be checked against it: they are ignored with a warning (the
+  faculty check is then skipped).
 """
 
 from __future__ import annotations
@@ -69,11 +73,12 @@ SHIFTS = "shifts.csv"
 PREREQUISITES = "course_prerequisites.csv"
 PARAMETERS = "dynamic_parameters.csv"
 PARAMETER_VALUES = "entity_parameter_values.csv"
+FACULTY = "faculty.csv"
+COMPETENCIES = "faculty_course_competency.csv"
 #: Tables only checked for a non-blank, unique key, then passed through (name -> key column).
 PASSTHROUGH_KEYS: dict[str, str] = {
     "institutions.csv": "institution_id",
     "departments.csv": "department_id",
-    "faculty.csv": "faculty_id",
     "timeslots.csv": "timeslot_id",
 }
 ENROLLED_COURSES = "enrolled_courses"
@@ -110,6 +115,8 @@ class TableSpec:
     booleans: tuple[str, ...] = ()
     enums: tuple[str, ...] = ()
     dates: tuple[str, ...] = ()
+    #: (column, value) filled in where the cell is empty or the column absent, after coercion
+    defaults: tuple[tuple[str, bool | int | float], ...] = ()
 
 
 SPECS: dict[str, TableSpec] = {
@@ -155,6 +162,23 @@ SPECS: dict[str, TableSpec] = {
             floats=("numeric_value",),
             booleans=("boolean_value",),
             dates=("effective_from", "effective_to"),
+        ),
+        TableSpec(
+            FACULTY,
+            schemas.Faculty,
+            ("faculty_id",),
+            floats=("max_hours_per_week",),
+            booleans=("is_active",),
+            defaults=(("max_hours_per_week", float(schemas.DEFAULT_FACULTY_HOURS)), ("is_active", True)),
+        ),
+        TableSpec(
+            COMPETENCIES,
+            schemas.FacultyCourseCompetency,
+            ("faculty_id", "course_id"),
+            integers=("competency_level",),
+            floats=("preference_score",),
+            booleans=("is_active",),
+            defaults=(("competency_level", schemas.DEFAULT_COMPETENCY), ("is_active", True)),
         ),
     )
 }
@@ -237,6 +261,8 @@ class _Loader:
         prerequisites = self._table(PREREQUISITES, required=False)
         parameters = self._table(PARAMETERS, required=False)
         parameter_values = self._parameter_values(parameters)
+        faculty = self._table(FACULTY, required=False)
+        competencies = self._table(COMPETENCIES, required=False)
         passthrough = self._passthrough()
 
         self._references(students, programs, "program_id", STUDENTS, PROGRAMS)
@@ -251,6 +277,13 @@ class _Loader:
             self._references(
                 prerequisites, courses, "prerequisite_course_id", PREREQUISITES, COURSES, target_column="course_id"
             )
+        if competencies is not None:
+            self._references(competencies, faculty, "faculty_id", COMPETENCIES, FACULTY)
+            self._references(competencies, courses, "course_id", COMPETENCIES, COURSES)
+            if FACULTY not in self.files:
+                self.warnings.append(f"{COMPETENCIES}: {FACULTY} is absent, so its faculty_id values cannot be "
+                                     "checked; the file is ignored and the faculty check skipped")
+                competencies = None
 
         if self.issues:
             raise InputValidationError(self.issues, input_dir=str(self.root))
@@ -268,6 +301,8 @@ class _Loader:
             prerequisites=_fresh_or_none(prerequisites),
             dynamic_parameters=_fresh_or_none(parameters),
             entity_parameter_values=_fresh_or_none(parameter_values),
+            faculty=_fresh_or_none(faculty),
+            faculty_competencies=_fresh_or_none(competencies),
             passthrough={name: _fresh(frame) for name, frame in passthrough.items()},
             digest=digest,
             file_digests=file_digests,
@@ -323,6 +358,8 @@ class _Loader:
         for column in spec.enums:
             if column in frame.columns:
                 frame[column] = upper_enum(frame[column])
+        for column, value in spec.defaults:
+            frame[column] = _with_default(frame[column] if column in frame else None, value, frame.index)
         if spec.file == COURSES:
             default = pd.Series(schemas.DEFAULT_COURSE_TYPE, index=frame.index, dtype=STRING_DTYPE)
             frame["course_type"] = frame["course_type"].fillna(default) if "course_type" in frame else default
@@ -667,6 +704,15 @@ def _lookup(keys: pd.Series, mapping: dict[str, str]) -> pd.Series:
     resolved = take_strings(pd.Series(list(mapping.values()), dtype=STRING_DTYPE), positions)
     resolved.index = keys.index
     return resolved
+
+
+def _with_default(column: pd.Series | None, value: bool | int | float, index: pd.Index) -> pd.Series:
+    """``column`` with its nulls (all of it, if ``None``) set to ``value``: plain ``bool`` for
+    a boolean, else ``Int64``/``Float64`` as the value's type."""
+    filled = pd.Series(value, index=index) if column is None else column.fillna(value)
+    if isinstance(value, bool):
+        return filled.astype(bool)
+    return filled.astype("Int64" if isinstance(value, int) else "Float64")
 
 
 def _nulls(index: pd.Index) -> pd.Series:

@@ -35,6 +35,12 @@ CREDITS_EXCLUSIVE_MIN, CREDITS_MAX = 0, 20
 SEMESTER_MIN, SEMESTER_MAX = 1, 12
 SESSIONS_PER_WEEK_MIN, SESSIONS_PER_WEEK_MAX = 1, 10
 ACADEMIC_YEAR_MIN_CHARS = 4
+FACULTY_HOURS_MIN, FACULTY_HOURS_MAX = 1, 60
+#: ``faculty.max_hours_per_week`` of a row that leaves it empty
+DEFAULT_FACULTY_HOURS = 18
+COMPETENCY_MIN, COMPETENCY_MAX = 1, 10
+#: ``faculty_course_competency.competency_level`` of a row that leaves it empty
+DEFAULT_COMPETENCY = 6
 
 #: The value columns of an entity_parameter_values row: exactly one must be set.
 EAV_VALUE_COLUMNS: tuple[str, ...] = (
@@ -203,6 +209,36 @@ Shifts = _input(
         "start_time": _text(),
         "end_time": _text(),
     },
+)
+
+
+Faculty = _input(
+    "Faculty",
+    {
+        "faculty_id": _key(),
+        "faculty_code": _text(),
+        "faculty_name": _text(),
+        "department_id": _text(),
+        "max_hours_per_week": _column(
+            _FLOAT, pa.Check.in_range(min_value=FACULTY_HOURS_MIN, max_value=FACULTY_HOURS_MAX), nullable=False
+        ),
+        "preferred_shift": _text(),
+        "is_active": _column(bool, nullable=False),
+    },
+)
+
+FacultyCourseCompetency = _input(
+    "FacultyCourseCompetency",
+    {
+        "faculty_id": _column(_STRING, nullable=False),
+        "course_id": _column(_STRING, nullable=False),
+        "competency_level": _column(
+            _INT, pa.Check.in_range(min_value=COMPETENCY_MIN, max_value=COMPETENCY_MAX), nullable=False
+        ),
+        "preference_score": _column(_FLOAT, required=False),
+        "is_active": _column(bool, nullable=False),
+    },
+    unique=["faculty_id", "course_id"],
 )
 
 

@@ -22,10 +22,13 @@ from stage2.allocation import Allocation
 from stage2.config import BatchingSettings
 from stage2.config.schema import ReportConfig, Stage2Config
 from stage2.contract import InstitutionData
+from stage2.faculty import FacultyCheck
 from stage2.memory import peak_rss_mb
 from stage2.metrics import QualityReport
 from stage2.outputs import (
     BATCH_QUALITY,
+    FACULTY_LOAD_TABLE,
+    FACULTY_REPORT_TABLE,
     QUALITY_REPORT,
     REBATCH_DIFF_TABLE,
     RESOLVED_CONFIG,
@@ -64,6 +67,8 @@ class BatchingResult:
     files: list[Path] = field(default_factory=list)
     dry_run: bool = False
     resumed_from: str | None = None
+    #: the faculty check (``checked`` false when the faculty tables are absent); None in a dry run
+    faculty: FacultyCheck | None = None
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -78,6 +83,8 @@ def collect_warnings(catalog: Catalog) -> list[str]:
     if "rebatch_plan" in catalog:
         warnings += catalog["rebatch_plan"].warnings + catalog["rebatching"].warnings
     warnings += catalog["allocation"].warnings
+    if "faculty" in catalog:
+        warnings += catalog["faculty"].warnings
     risky = (formula_like_ids(catalog["membership"], ["student_id", "program_id"])
              + formula_like_ids(catalog["batches"], ["program_id"]))
     if risky:
@@ -102,6 +109,10 @@ def publish(catalog: Catalog, out: Path, runner: StageRunner, run: TrackingRun, 
     }
     if "rebatch" in catalog:
         tables[REBATCH_DIFF_TABLE] = catalog["rebatch"].diff
+    faculty: FacultyCheck = catalog["faculty"]
+    if faculty.checked:
+        tables[FACULTY_REPORT_TABLE] = faculty.courses
+        tables[FACULTY_LOAD_TABLE] = faculty.load
     with runner.timed("outputs"):
         files = write_tables_atomically(out, tables)
         (out / BATCH_QUALITY).write_text(quality.batch_quality.to_csv(index=False))
@@ -145,6 +156,7 @@ def publish(catalog: Catalog, out: Path, runner: StageRunner, run: TrackingRun, 
         output_dir=out, plan=catalog["plan"], settings=catalog["settings"], runtimes=runtimes,
         batches=catalog["batches"], membership=catalog["membership"], batch_courses=catalog["batch_courses"],
         quality=quality, warnings=warnings, run_id=run.run_id, files=files, resumed_from=runner.resumed_from,
+        faculty=faculty,
     )
 
 
@@ -252,6 +264,7 @@ def quality_report(catalog: Catalog, run_id: str | None, warnings: list[str],
         "eav_overrides": [vars(o) for o in settings.overrides],
         "rules": [asdict(r) for r in settings.rules],
         "rule_breaches": quality.rule_breaches,
+        "faculty": catalog["faculty"].summary(),
         "warnings": warnings,
         "config": resolved,
     }

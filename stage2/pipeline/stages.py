@@ -1,5 +1,5 @@
 """The batching stages as a table: validation → configuration → batch sizing → course features →
-clustering → room/shift allocation → membership → enrollment → metrics.
+clustering → room/shift allocation → membership → enrollment → faculty → metrics.
 
 Each entry names a plain function of a stage module (or a thin adapter here that picks its
 arguments from the configuration), its inputs and its outputs. The catalog starts with
@@ -25,6 +25,7 @@ from stage2.contract import InstitutionData, load_institution, validate_output_t
 from stage2.contract.csvio import string_positions
 from stage2.contract.invariants import check_invariants
 from stage2.enrollment import build_batch_course_enrollment
+from stage2.faculty import FacultyCheck, check_faculty
 from stage2.features import CourseMatrix, course_matrix, course_set_digests
 from stage2.membership import COURSE_SET_COLUMN, DEFAULT_TENANT, build_batches, build_membership
 from stage2.metrics import QualityReport, compute_quality
@@ -139,14 +140,32 @@ def enroll(batches: pd.DataFrame, membership: pd.DataFrame, data: InstitutionDat
                                          shared_threshold=settings.shared_threshold, timestamp=settings.as_of)
 
 
+def check_teaching_load(batch_courses: pd.DataFrame, data: InstitutionData, settings: BatchingSettings,
+                        config: Stage2Config) -> FacultyCheck:
+    """Can the competent faculty teach every section (:func:`stage2.faculty.check_faculty`)?"""
+    faculty = config.resources.faculty
+    check = check_faculty(batch_courses, data.faculty, data.faculty_competencies, session_hours=faculty.session_hours,
+                          default_sessions_per_week=faculty.default_sessions_per_week,
+                          min_competency=faculty.min_competency, strict=settings.strict)
+    if check.checked:
+        audit("faculty_check", "faculty check: %.1f of %.1f section-hours a week coverable, %d course(s) short",
+              check.hours_covered, check.hours_needed, len(check.short_courses()), hours_needed=check.hours_needed,
+              hours_covered=check.hours_covered, coverage=check.coverage)
+    else:
+        audit("faculty_check", "%s", check.reason, reason=check.reason)
+    return check
+
+
 def measure(batches: pd.DataFrame, membership: pd.DataFrame, batch_courses: pd.DataFrame, data: InstitutionData,
-            settings: BatchingSettings, config: Stage2Config) -> QualityReport:
-    """The quality measures; then every contract invariant and the output schemas are checked
-    (:class:`~stage2.errors.InvariantViolation` otherwise)."""
+            settings: BatchingSettings, config: Stage2Config, faculty: FacultyCheck) -> QualityReport:
+    """The quality measures (with ``faculty_coverage`` when the faculty check ran); then every
+    contract invariant and the output schemas are checked (:class:`~stage2.errors.InvariantViolation`
+    otherwise)."""
     quality = compute_quality(
         batches, membership, batch_courses, data.active_students, data.active_enrollments, settings,
         thresholds=config.metrics.thresholds, silhouette_sample_size=config.metrics.silhouette_sample_size,
     )
+    quality.metrics.update(faculty.metrics)
     check_invariants(batches, membership, batch_courses, data.active_students, data.active_enrollments,
                      hard_rule_failures=int(quality.metrics["hard_constraint_violations"] or 0))
     validate_output_tables(batches, membership, batch_courses)
@@ -196,8 +215,12 @@ BATCHING_STAGES: tuple[Stage, ...] = DRY_RUN_STAGES + (
     Stage("membership", assign_members, ("data", "clustering", "plan", "allocation", "course_sets", "settings",
                                          "config"), ("batches", "membership")),
     Stage("enrollment", enroll, ("batches", "membership", "data", "settings"), ("batch_courses",)),
-    Stage("metrics", measure, ("batches", "membership", "batch_courses", "data", "settings", "config"), ("quality",)),
+    Stage("faculty", check_teaching_load, ("batch_courses", "data", "settings", "config"), ("faculty",)),
+    Stage("metrics", measure, ("batches", "membership", "batch_courses", "data", "settings", "config", "faculty"),
+          ("quality",)),
 )
+#: the stages after membership, shared by a fresh run and a re-batch
+_AFTER_MEMBERSHIP = BATCHING_STAGES[-3:]
 
 
 # ----------------------------------------------------------------------------- re-batching
@@ -356,8 +379,7 @@ REBATCH_STAGES: tuple[Stage, ...] = REBATCH_DRY_RUN_STAGES + (
           ("allocation",)),
     Stage("membership", reassign_members, ("data", "rebatching", "plan", "allocation", "previous", "course_sets",
                                            "settings", "config"), ("batches", "membership")),
-    BATCHING_STAGES[-2],
-    BATCHING_STAGES[-1],
+    *_AFTER_MEMBERSHIP,
     Stage("comparison", compare_with_previous, ("data", "rebatching", "rebatch_plan", "batches", "previous", "plan",
                                                 "settings", "config", "courses"), ("rebatch",)),
 )

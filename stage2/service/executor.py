@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from stage2.config.service import ServiceConfig
-from stage2.outputs import ERRORS_FILE, QUALITY_REPORT, REBATCH_DIFF_TABLE, STAGE3_TABLES, VALIDATION_REPORT
+from stage2.outputs import (
+    ERRORS_FILE,
+    FACULTY_LOAD_TABLE,
+    FACULTY_REPORT_TABLE,
+    QUALITY_REPORT,
+    REBATCH_DIFF_TABLE,
+    STAGE3_TABLES,
+    VALIDATION_REPORT,
+)
 from stage2.runlog import JSONL_FILE
 from stage2.service.metrics import ServiceMetrics
 from stage2.service.runfiles import read_json
@@ -275,7 +283,7 @@ class Executor:
         log.info("run %s %s", run_id, status)
 
     def _remove_stage3_tables(self, run_id: str) -> None:
-        for name in (*STAGE3_TABLES, REBATCH_DIFF_TABLE):
+        for name in (*STAGE3_TABLES, REBATCH_DIFF_TABLE, FACULTY_REPORT_TABLE, FACULTY_LOAD_TABLE):
             (self.paths.output_dir(run_id) / f"{name}.csv").unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ requests

@@ -17,7 +17,15 @@ from typing import Any
 
 import pandas as pd
 
-from stage2.outputs import BATCH_QUALITY, ERRORS_FILE, QUALITY_REPORT, REBATCH_DIFF_TABLE, VALIDATION_REPORT
+from stage2.outputs import (
+    BATCH_QUALITY,
+    ERRORS_FILE,
+    FACULTY_LOAD_TABLE,
+    FACULTY_REPORT_TABLE,
+    QUALITY_REPORT,
+    REBATCH_DIFF_TABLE,
+    VALIDATION_REPORT,
+)
 
 #: the files a client may fetch, by name, with their media types
 ARTIFACTS: dict[str, str] = {
@@ -25,6 +33,8 @@ ARTIFACTS: dict[str, str] = {
     "batch_student_membership.csv": "text/csv",
     "batch_course_enrollment.csv": "text/csv",
     f"{REBATCH_DIFF_TABLE}.csv": "text/csv",
+    f"{FACULTY_REPORT_TABLE}.csv": "text/csv",
+    f"{FACULTY_LOAD_TABLE}.csv": "text/csv",
     QUALITY_REPORT: "application/json",
     BATCH_QUALITY: "text/csv",
     "metrics.csv": "text/csv",
@@ -48,6 +58,8 @@ DOWNLOAD_TYPES: dict[str, str] = {
     "quality_report": QUALITY_REPORT,
     "report": "report.html",
     "rebatch_diff": f"{REBATCH_DIFF_TABLE}.csv",
+    "faculty_report": f"{FACULTY_REPORT_TABLE}.csv",
+    "faculty_load": f"{FACULTY_LOAD_TABLE}.csv",
 }
 _CHUNK = 1 << 20
 

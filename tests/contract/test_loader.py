@@ -210,7 +210,7 @@ def test_optional_tables_are_loaded(tmp_path: Path) -> None:
     values = data.entity_parameter_values
     assert values is not None and values["integer_value"].tolist() == [40]
     assert values["effective_from"].iloc[0] == pd.Timestamp("2024-01-01")
-    assert data.passthrough["faculty"]["faculty_id"].tolist() == ["F1", "F2"]
+    assert data.faculty is not None and data.faculty["faculty_id"].tolist() == ["F1", "F2"]
 
 
 def test_header_only_optional_file_is_treated_as_absent(tmp_path: Path) -> None:
@@ -330,8 +330,8 @@ def test_blank_id(tmp_path: Path) -> None:
 
 
 def test_blank_passthrough_key_and_duplicate(tmp_path: Path) -> None:
-    error = problems(tmp_path, faculty_csv="faculty_id,name\nF1,A\n,B\nF1,C\n")
-    assert_names(only(error, "BLANK_KEY")[0], "faculty.csv", row=3, column="faculty_id")
+    error = problems(tmp_path, departments_csv="department_id,name\nD1,A\n,B\nD1,C\n")
+    assert_names(only(error, "BLANK_KEY")[0], "departments.csv", row=3, column="department_id")
     assert sorted(i.row for i in only(error, "DUPLICATE_KEY")) == [2, 4]
 
 

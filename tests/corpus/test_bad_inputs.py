@@ -529,6 +529,42 @@ CASES: list[Case] = [
 ]
 
 
+def _faculty(d: Path, *, hours: str = "2", level: str = "7", teacher: str = "F1") -> None:
+    """One teacher of ``hours`` a week (faculty.csv row 2), competent in every course; the
+    competency of the first course (row 2) names ``teacher`` and has ``level``."""
+    courses = [r[0] for r in read_rows(d, "courses.csv")[1:]]
+    write_rows(d, "faculty.csv", [["faculty_id", "faculty_name", "max_hours_per_week"], ["F1", "Ada", hours]])
+    rows = [["faculty_id", "course_id", "competency_level"]] + [["F1", c, "7"] for c in courses]
+    rows[1] = [teacher, courses[0], level]
+    write_rows(d, "faculty_course_competency.csv", rows)
+
+
+def _check_faculty_warning(_: Path, out: Path) -> None:
+    report = json.loads((out / "quality_report.json").read_text())
+    assert any(w.startswith("[INSUFFICIENT_FACULTY] the competent faculty can cover 2 of") for w in report["warnings"])
+    assert 0 < report["metrics"]["faculty_coverage"] < 1
+    assert (out / "faculty_report.csv").exists() and (out / "faculty_load.csv").exists()
+
+
+# the faculty tables and the faculty check (issue 16, part 2)
+CASES += [
+    Case("faculty-short-strict", _faculty, overrides=("strict=true", "batch_size.min=5"), error=InfeasibleError,
+         code="INSUFFICIENT_FACULTY", exit_code=4,
+         where=("faculty.csv / faculty_course_competency.csv", "cover 2 of", "section-hours")),
+    Case("faculty-short-not-strict", _faculty, check=_check_faculty_warning),
+    Case("competency-of-unknown-teacher", lambda d: _faculty(d, teacher="F9"), error=InputValidationError,
+         code="DANGLING_REFERENCE", exit_code=3,
+         where=("faculty_course_competency.csv, row 2, column 'faculty_id': not a faculty_id of faculty.csv",)),
+    Case("competency-level-11", lambda d: _faculty(d, level="11"), error=InputValidationError,
+         code="INVALID_NUMBER", exit_code=3,
+         where=("faculty_course_competency.csv, row 2, column 'competency_level': must be between 1 and 10",)),
+    Case("faculty-hours-61", lambda d: _faculty(d, hours="61"), error=InputValidationError, code="INVALID_NUMBER",
+         exit_code=3, where=("faculty.csv, row 2, column 'max_hours_per_week': must be between 1 and 60",)),
+    Case("faculty-session-hours-0", overrides=("resources.faculty.session_hours=0",), error=ConfigurationError,
+         code="INVALID_CONFIGURATION", exit_code=2, where=("resources.faculty.session_hours",)),
+]
+
+
 # ------------------------------------------------------------------------------------------
 # running a case
 
@@ -676,7 +712,7 @@ def test_warnings_of_the_non_strict_runs_name_the_group_and_the_rooms(base_dir, 
 # the same through ``python -m stage2`` (the entrypoint users run)
 
 #: one per exit status: 3 input, 2 configuration (from the EAV table), 4 infeasible, 0 ok
-SUBPROCESS_CASES = ["latin-1-bytes", "eav-min-above-max", "too-few-rooms-strict", "utf8-bom"]
+SUBPROCESS_CASES = ["latin-1-bytes", "eav-min-above-max", "too-few-rooms-strict", "utf8-bom", "faculty-short-strict"]
 
 
 @pytest.mark.slow
