@@ -18,6 +18,7 @@ from scipy.sparse.csgraph import maximum_flow
 from stage2.contract import load_institution
 from stage2.errors import ConfigurationError, InfeasibleError, InputValidationError
 from stage2.faculty import check_faculty, max_teaching_flow
+from stage2.reporting import audit
 
 # ------------------------------------------------------------------------------------------
 # the flow
@@ -321,6 +322,21 @@ def test_run_with_too_few_faculty_hours_warns_and_reports_the_courses(make_insti
     assert shortest["course_id"] in warning and shortest["hours_missing"] > 0
     assert report["faculty"]["n_courses_short"] == (pd.read_csv(out / "faculty_report.csv")["hours_missing"] > 0).sum()
     assert result.warnings == report["warnings"]
+    # the audit notebook's section shows the same figures
+    run = audit.load_run(out)
+    figures = audit.faculty_frame(run).set_index("figure")["value"]
+    assert figures["faculty_coverage"] == f"{10 / needed:.1%}"
+    short = audit.faculty_short_frame(run)
+    assert short["course_id"].iloc[0] == shortest["course_id"] and len(short) == len(report["faculty"]["courses_short"])
+
+
+def test_the_audit_says_why_the_faculty_check_was_skipped(make_institution_dir, compose_config, tmp_path):
+    out = tmp_path / "out"
+    run_batching(compose_config, make_institution_dir(300, seed=1), out)
+    run = audit.load_run(out)
+    note = audit.faculty_frame(run)
+    assert isinstance(note, str) and note.startswith("<p>not checked: ") and "faculty" in note
+    assert audit.faculty_short_frame(run) is None
 
 
 def test_a_strict_run_short_of_faculty_fails_with_exit_4_and_leaves_no_tables(make_institution_dir, compose_config,

@@ -796,6 +796,42 @@ def rebatch_frame(run: AuditRun) -> pd.DataFrame | None:
                         columns=["figure", "value", "meaning"])
 
 
+def faculty_frame(run: AuditRun) -> pd.DataFrame | str:
+    """The faculty check's figures (the ``faculty`` section of ``quality_report.json``), one
+    per row with what it means; a note saying why the check did not run when it did not."""
+    f = run.report.get("faculty")
+    if not isinstance(f, dict):
+        return note_html("no faculty check in this run's report (a run of an older stage2)")
+    if not f.get("checked"):
+        return note_html(f"not checked: {f.get('reason') or 'no reason recorded'}")
+    rows = [
+        ("hours per session", _number(f.get("session_hours")), "resources.faculty.session_hours"),
+        ("minimum competency", _number(f.get("min_competency")), "resources.faculty.min_competency"),
+        ("courses with sections", _count(f.get("n_courses")), "courses some batch attends together (ENROLLED)"),
+        ("sections", _count(f.get("n_sections")), "(batch, course) rows with status ENROLLED"),
+        ("faculty", f"{_count(f.get('n_faculty'))} ({_count(f.get('n_active_faculty'))} active)", "faculty.csv"),
+        ("section-hours needed", _number(f.get("hours_needed")), "a week: sessions per week × hours per session"),
+        ("section-hours covered", _number(f.get("hours_covered")),
+         "a maximum flow of course hours to competent faculty, each up to max_hours_per_week"),
+        ("section-hours missing", _number(f.get("hours_missing")), "needed − covered: no assignment covers them"),
+        ("faculty_coverage", _share(f.get("coverage")), "covered ÷ needed"),
+        ("courses short", _count(f.get("n_courses_short")), "courses missing hours (faculty_report.csv)"),
+        ("faculty at capacity", _count(f.get("faculty_at_capacity")), "teachers the flow gives all their hours"),
+    ]
+    return pd.DataFrame([(k, "" if v is None else str(v), m) for k, v, m in rows],
+                        columns=["figure", "value", "meaning"])
+
+
+def faculty_short_frame(run: AuditRun) -> pd.DataFrame | None:
+    """The courses the faculty cannot fully cover, most hours missing first (at most the
+    ones ``quality_report.json`` lists; all of them in ``faculty_report.csv``); ``None``
+    when the check did not run."""
+    f = run.report.get("faculty")
+    if not isinstance(f, dict) or not f.get("checked"):
+        return None
+    return pd.DataFrame(f.get("courses_short") or [])
+
+
 def dissolved_frame(run: AuditRun) -> pd.DataFrame | None:
     """The previous batches a re-batch dissolved, with why; ``None`` for a fresh run."""
     if run.rebatch is None:
