@@ -329,6 +329,14 @@ def _unbalanced_quote(d: Path) -> None:
     _edit_line(d / "rooms.csv", 3, lambda line: line.replace(f",{code},", f',"{code},', 1))
 
 
+def _cut_mid_row(d: Path) -> None:
+    """An interrupted export: programs.csv ends inside its last record (row 6), no final newline."""
+    text = (d / "programs.csv").read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1]
+    assert text.count("\n") == 6 and last.count(",") == 6
+    (d / "programs.csv").write_text(text[: text.rindex(last) + last.index(",", last.index(",") + 1) + 3])
+
+
 CASES: list[Case] = [
     # --- reading rules that must succeed
     Case("utf8-bom", _bom),
@@ -341,6 +349,8 @@ CASES: list[Case] = [
          lambda d: set_cell(d, "student_data.csv", 5, "preferred_languages", ";".join(f"L{i}" for i in range(20_000)))),
     Case("blank-delimiter-only-lines", lambda d: (d / "rooms.csv").write_text(
         (d / "rooms.csv").read_text().replace("\n", "\n,,,,,,,\n", 2))),
+    Case("no-final-newline", lambda d: [(d / name).write_text((d / name).read_text().rstrip("\n"))
+                                        for name in ("programs.csv", "rooms.csv", "student_course_enrollment.csv")]),
     Case("no-optional-student-columns", lambda d: [drop_column(d, "student_data.csv", c) for c in
                                                   ("semester", "preferred_languages", "preferred_shift", "is_active")]),
     Case("minimal-export-required-columns-only", _minimal_export),
@@ -367,6 +377,9 @@ CASES: list[Case] = [
     Case("row-longer-than-header", lambda d: _edit_line(d / "rooms.csv", 4, lambda line: line + ",extra"),
          error=InputValidationError, code="PARSE_ERROR", exit_code=3,
          where=("rooms.csv, row 4", "Expected 8 fields in line 4, saw 9")),
+    Case("file-cut-mid-row", _cut_mid_row, error=InputValidationError, code="PARSE_ERROR", exit_code=3,
+         where=("programs.csv, row 6: the record has 3 of the header's 7 fields: no program_type, department_id, "
+                "duration_years, total_credits",)),
     Case("duplicate-header-name", lambda d: (d / "rooms.csv").write_text(
         (d / "rooms.csv").read_text().replace("room_name", "room_code", 1)),
          error=InputValidationError, code="PARSE_ERROR", exit_code=3, where=("rooms.csv, row 1", "room_code")),
