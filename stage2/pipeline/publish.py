@@ -74,7 +74,9 @@ def collect_warnings(catalog: Catalog) -> list[str]:
     """Every warning of the run, in stage order, plus identifiers a spreadsheet would read as
     formulas."""
     data: InstitutionData = catalog["data"]
-    warnings = list(data.warnings) + list(catalog["settings"].warnings) + catalog["plan"].warnings
+    run: TrackingRun = catalog["run"]
+    warnings = [run.unavailable] if run.unavailable else []
+    warnings += list(data.warnings) + list(catalog["settings"].warnings) + catalog["plan"].warnings
     if "rebatch_plan" in catalog:
         warnings += catalog["rebatch_plan"].warnings + catalog["rebatching"].warnings
     warnings += catalog["allocation"].warnings
@@ -107,14 +109,15 @@ def publish(catalog: Catalog, out: Path, runner: StageRunner, run: TrackingRun, 
         (out / BATCH_QUALITY).write_text(quality.batch_quality.to_csv(index=False))
 
     for message in warnings:
-        audit("warning", "%s", message, level=logging.WARNING)
+        if message != run.unavailable:  # logged when it happened
+            audit("warning", "%s", message, level=logging.WARNING)
     runtimes = dict(runner.runtimes)
     quality.metrics["runtime_s"] = time.perf_counter() - started
     quality.metrics["peak_memory_mb"] = peak_rss_mb()
     quality.metrics["peak_memory_workers_mb"] = catalog["clustering"].workers_peak_mb
     for stage, seconds in runtimes.items():
         quality.metrics[f"runtime_s.{stage}"] = seconds
-    report = quality_report(catalog, run.run_id, warnings, resolved)
+    report = quality_report(catalog, run, warnings, resolved)
     report["resumed_from"] = runner.resumed_from
     if "rebatch" in catalog:
         report["rebatch"] = rebatch_section(catalog)
@@ -175,7 +178,8 @@ def publish_dry_run(catalog: Catalog, out: Path, runner: StageRunner, run: Track
     n_slots = len(rooms) * len(data.shifts)
     largest_batch = max((int(g.batch_sizes.max()) for g in plan.groups), default=0)
     largest_room = int(rooms["capacity"].max()) if len(rooms) else 0
-    warnings = list(data.warnings) + list(settings.warnings) + plan.warnings
+    warnings = ([run.unavailable] if run.unavailable else []) + list(data.warnings) + list(settings.warnings)
+    warnings += plan.warnings
     if n_batches > n_slots:
         warnings.append(f"[INSUFFICIENT_ROOMS] {n_batches} batches planned but only {n_slots} (room, shift) slots")
     if largest_batch > largest_room:
@@ -186,6 +190,7 @@ def publish_dry_run(catalog: Catalog, out: Path, runner: StageRunner, run: Track
         "stage2_version": __version__,
         "status": "valid",
         "run_id": run.run_id,
+        "tracking": run.summary(),
         "input_dir": str(data.input_dir),
         "data_digest": data.digest,
         "n_students": int(len(data.students)),
@@ -200,7 +205,8 @@ def publish_dry_run(catalog: Catalog, out: Path, runner: StageRunner, run: Track
     }
     path = write_json(out / VALIDATION_REPORT, report)
     for message in warnings:
-        audit("warning", "%s", message, level=logging.WARNING)
+        if message != run.unavailable:  # logged when it happened
+            audit("warning", "%s", message, level=logging.WARNING)
     audit("dry_run", "dry run: input and configuration valid; %d groups -> %d batches; %d slots; plan in %s",
           len(plan.groups), n_batches, n_slots, path)
     run.log_artifacts([path])
@@ -217,16 +223,18 @@ def group_records(plan: BatchPlan) -> list[dict[str, Any]]:
     ]
 
 
-def quality_report(catalog: Catalog, run_id: str | None, warnings: list[str],
+def quality_report(catalog: Catalog, run: TrackingRun, warnings: list[str],
                    resolved: dict[str, Any]) -> dict[str, Any]:
-    """The run's record: ``quality_report.json``."""
+    """The run's record: ``quality_report.json``; ``tracking`` says whether and where MLflow
+    recorded the run (:meth:`TrackingRun.summary`)."""
     settings: BatchingSettings = catalog["settings"]
     data: InstitutionData = catalog["data"]
     quality: QualityReport = catalog["quality"]
     allocation: Allocation = catalog["allocation"]
     return {
         "stage2_version": __version__,
-        "run_id": run_id,
+        "run_id": run.run_id,
+        "tracking": run.summary(),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "as_of": settings.as_of.isoformat(),
         "input_dir": str(data.input_dir),
