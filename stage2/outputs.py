@@ -3,6 +3,7 @@ resolved configuration."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -61,11 +62,18 @@ def ensure_writable_dir(directory: Path) -> None:
         raise output_not_writable(directory, exc) from exc
 
 
-def is_within(path: str | os.PathLike[str] | None, directory: Path) -> bool:
-    """Whether ``path`` (say an ``OSError``'s ``filename``) is ``directory`` or inside it."""
-    if path is None or isinstance(path, int):
+#: errors of a file system that takes no more writes (full, over quota, read-only)
+_NO_MORE_WRITES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def is_output_fault(error: OSError, directory: Path) -> bool:
+    """Whether ``error`` is about writing into ``directory``: it names a file there, or it names
+    none and says the file system takes no more writes (a write to an open file: a full disk)."""
+    if error.filename is None:
+        return error.errno in _NO_MORE_WRITES
+    if isinstance(error.filename, int):
         return False
-    return Path(os.path.abspath(path)).is_relative_to(directory)
+    return Path(os.path.abspath(error.filename)).is_relative_to(directory)
 
 
 def neutralise_formulas(frame: pd.DataFrame, columns=TEXT_COLUMNS) -> pd.DataFrame:

@@ -37,7 +37,7 @@ from stage2.outputs import (
     ERRORS_FILE,
     RESOLVED_CONFIG,
     ensure_writable_dir,
-    is_within,
+    is_output_fault,
     output_not_writable,
     remove_stage3_tables,
     write_json,
@@ -132,7 +132,7 @@ def process_student_batching(
             with stage_progress(steps(cfg)) as progress:
                 return _run(cfg, out, context, progress)
         except OSError as exc:
-            if not is_within(exc.filename, out):
+            if not is_output_fault(exc, out):
                 _fail(out, exc, context)
                 raise
             # the directory became unwritable during the run (a full disk, a read-only remount)
