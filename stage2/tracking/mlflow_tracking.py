@@ -291,6 +291,16 @@ def tracking_run(
         mlflow.set_tag("status", "ok")
 
 
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a failing store raises through MLflow: its own errors, the database's, HTTP's and
+    the operating system's (anything else is a bug, reported as one)."""
+    import requests
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException, sqlalchemy.exc.SQLAlchemyError, requests.RequestException, OSError
+
+
 def _open_run(tracking_uri: str, experiment_name: str, run_name: str | None, params: Mapping[str, Any],
               run_tags: dict[str, str], parent_id: str | None) -> Any:
     """Start the MLflow run (a child of ``parent_id`` if it exists in the store) and log the
@@ -318,7 +328,7 @@ def _open_run(tracking_uri: str, experiment_name: str, run_name: str | None, par
         items = sorted(flatten(params).items())
         for start in range(0, len(items), 100):
             mlflow.log_params(dict(items[start : start + 100]))
-    except Exception as exc:
+    except _store_errors() as exc:
         if active is not None:
             try:
                 mlflow.end_run(status="FAILED")
