@@ -1,6 +1,7 @@
 """``python -m stage2 [overrides]``: the Hydra entrypoint, a thin shell over the pipeline.
 
-Exit status: 0 ok, 1 internal error, 2 configuration, 3 input, 4 infeasible, 130
+Exit status: 0 ok, 1 internal error, 2 configuration, 3 input, 4 infeasible, 5 environment
+(a tracking store or Dask cluster unavailable, an output directory that cannot be written), 130
 interrupted (``stage2.errors.EXIT_CODES``). A failed run writes no Stage 3 CSV.
 """
 
@@ -23,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -124,20 +126,71 @@ def _check_composition(argv: list[str]) -> None:
         sys.exit(error.exit_code)
 
 
+def _single_run(argv: list[str]) -> bool:
+    """Whether the command line is one job (no Hydra flag such as ``-m``, ``--cfg``, ``--help``)."""
+    return not (any(arg.startswith("-") for arg in argv)
+                or any(arg.replace(" ", "").lower() == "hydra.mode=multirun" for arg in argv))
+
+
+def _exit_if_not_writable(directory: Path) -> None:
+    """Exit with OUTPUT_NOT_WRITABLE (exit 5) if the run directory cannot be created and written."""
+    from stage2.errors import EnvironmentFault
+    from stage2.outputs import ensure_writable_dir
+
+    try:
+        ensure_writable_dir(directory)
+    except EnvironmentFault as error:
+        print(f"stage2: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+
+
+def _check_run_dir(argv: list[str]) -> None:
+    """Before Hydra creates the run directory named by ``hydra.run.dir=DIR`` (a plain path), check
+    that it can be written: Hydra reports a failure there as a traceback with exit status 1."""
+    if not _single_run(argv):
+        return
+    values = [arg.split("=", 1)[1] for arg in argv if arg.lstrip("+").startswith("hydra.run.dir=")]
+    if values and "${" not in values[-1]:
+        _exit_if_not_writable(Path(values[-1]).resolve())
+
+
+def _check_run_dir_after_failure(argv: list[str]) -> None:
+    """After Hydra failed before the job with a configuration that composes: if its run directory
+    (``hydra.run.dir`` as composed, e.g. under an unwritable current directory) cannot be
+    written, say so with OUTPUT_NOT_WRITABLE instead of Hydra's exit status 1."""
+    if not _single_run(argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="stage2"):
+            composed = compose(config_name="config", overrides=argv, return_hydra_config=True)
+        directory = Path(str(composed.hydra.run.dir)).resolve()
+    except Exception:  # not composable as one job here: Hydra's own message stands
+        return
+    _exit_if_not_writable(directory)
+
+
 def main() -> None:
     # Hydra failing before the job (exit 1, or its exception with HYDRA_FULL_ERROR=1): if the
     # overrides do not compose, say so with the configuration exit status (Hydra's own message
-    # is already out). Checked only after a failure: Hydra already composes twice per run, and
-    # a third composition would slow every successful run.
+    # is already out); if the run directory cannot be written, with OUTPUT_NOT_WRITABLE. Checked
+    # only after a failure: Hydra already composes twice per run, and a third composition would
+    # slow every successful run.
+    _check_run_dir(sys.argv[1:])
     try:
         run()
     except SystemExit as exc:
         if exc.code == 1 and not _job_started:
             _check_composition(sys.argv[1:])
+            _check_run_dir_after_failure(sys.argv[1:])
         _exit_without_teardown(exc.code)
     except Exception:
         if not _job_started:
             _check_composition(sys.argv[1:])
+            _check_run_dir_after_failure(sys.argv[1:])
         raise
     _exit_without_teardown(0)
 

@@ -63,6 +63,11 @@ ERROR_CODES: dict[str, str] = {
                                     "cluster), or use parallel.backend=loky",
     "PARALLEL_WORKERS_LOST": "the Dask cluster has no workers left: start workers for the scheduler, "
                              "or use parallel.backend=loky",
+    "TRACKING_UNAVAILABLE": "start the MLflow server or correct tracking.uri (a SQLite store's directory must be "
+                            "writable; move a damaged store file aside), or run untracked with "
+                            "tracking.on_unavailable=warn or tracking.enabled=false",
+    "OUTPUT_NOT_WRITABLE": "choose an output directory you can write to (output_dir=... or hydra.run.dir=...), "
+                           "or free space on its file system",
     # reporting (the audit notebook on a finished run)
     "AUDIT_FAILED": "open the partially executed notebook named in the message; if an integrity check "
                     "failed, the run's files were changed after the run (rerun stage2) or stage2 has a bug (report it)",

@@ -3,6 +3,7 @@ resolved configuration."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from stage2.contract.csvio import write_csv
+from stage2.errors import EnvironmentFault
 
 #: free-text columns that a spreadsheet would evaluate if they began with a formula
 #: character; identifiers are written exactly (Stage 3 joins on them) and flagged instead
@@ -38,6 +40,44 @@ ERRORS_FILE = "errors.json"
 #: written by a dry run: the plan and the room check
 VALIDATION_REPORT = "validation_report.json"
 RESOLVED_CONFIG = "resolved_config.yaml"
+
+
+OUTPUT_NOT_WRITABLE = "OUTPUT_NOT_WRITABLE"
+
+
+def output_not_writable(directory: Path, error: OSError) -> EnvironmentFault:
+    """The ``OUTPUT_NOT_WRITABLE`` fault (exit 5) of ``directory``, which failed with ``error``."""
+    reason = error.strerror or str(error)
+    if error.filename:
+        reason += f": {error.filename}"
+    return EnvironmentFault(f"the output directory {directory} cannot be written ({reason})",
+                            code=OUTPUT_NOT_WRITABLE, where=str(directory), details={"output_dir": str(directory)})
+
+
+def ensure_writable_dir(directory: Path) -> None:
+    """Create ``directory`` (and its parents) if missing and write and remove a file in it;
+    raise :func:`output_not_writable` if that fails (a path under a file or an unwritable or
+    read-only file system, a full disk)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise output_not_writable(directory, exc) from exc
+
+
+#: errors of a file system that takes no more writes (full, over quota, read-only)
+_NO_MORE_WRITES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def is_output_fault(error: OSError, directory: Path) -> bool:
+    """Whether ``error`` is about writing into ``directory``: it names a file there, or it names
+    none and says the file system takes no more writes (a write to an open file: a full disk)."""
+    if error.filename is None:
+        return error.errno in _NO_MORE_WRITES
+    if isinstance(error.filename, int):
+        return False
+    return Path(os.path.abspath(error.filename)).is_relative_to(directory)
 
 
 def neutralise_formulas(frame: pd.DataFrame, columns=TEXT_COLUMNS) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import stage2.contract.csvio
 import stage2.pipeline.stages as stages
 import stage2.reporting.notebook as notebook
 from stage2 import load_config, process_student_batching
-from stage2.errors import InvariantViolation
+from stage2.errors import EnvironmentFault, InvariantViolation
 from stage2.outputs import ERRORS_FILE, STAGE3_TABLES
 from stage2.reporting import AuditFailed
 
@@ -63,12 +63,13 @@ def test_a_write_failing_half_way_leaves_no_csv(make_institution_dir, tmp_path, 
         return real(frame, path, *args, **kwargs)
 
     monkeypatch.setattr("stage2.outputs.write_csv", full_disk_on_the_second)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(EnvironmentFault, match="No space left") as caught:  # not a bug: exit 5
         run(make_institution_dir(200), tmp_path)
+    assert (caught.value.code, caught.value.exit_code) == ("OUTPUT_NOT_WRITABLE", 5)
     assert len(written) == 1  # the first table was written (into the staging directory) ...
     assert stage3_files(tmp_path) == []  # ... and none reached the run directory
     assert not list(tmp_path.glob(".staging-*"))
-    assert error_record(tmp_path)["error"]["code"] == "INTERNAL_ERROR"
+    assert error_record(tmp_path)["error"]["code"] == "OUTPUT_NOT_WRITABLE"
 
 
 def test_a_bug_is_recorded_as_an_internal_error(make_institution_dir, tmp_path, monkeypatch):

@@ -199,6 +199,16 @@ class TrackingConfig:
     sweep_objective: str = "academic_coherence"
     #: ``maximize`` or ``minimize`` ``sweep_objective``
     sweep_direction: str = "maximize"
+    #: when the store cannot be used (a server down, a damaged or uncreatable SQLite file):
+    #: ``fail`` (TRACKING_UNAVAILABLE, exit 5, before the data is read) | ``warn`` (the run
+    #: continues untracked and says so in the log, the warnings and quality_report.json)
+    on_unavailable: str = "fail"
+    #: seconds one request of the store check may take (an HTTP store: MLflow's request timeout)
+    check_timeout_s: int = 5
+    #: retries of the store check's request (MLflow's own default, 7 with back-off, takes minutes)
+    check_retries: int = 0
+    #: seconds to wait for another run creating or migrating the same new SQLite store
+    store_lock_timeout_s: float = 120.0
 
 
 @dataclass

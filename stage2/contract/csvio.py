@@ -9,6 +9,9 @@ Reading rules (data contract, "Reading rules"):
 - Quoted fields may hold delimiters, quotes (doubled) and newlines.
 - Header names and cells are stripped of surrounding white space; an empty cell is null.
 - Records whose cells are all empty (e.g. ``,,,`` lines written by spreadsheets) are dropped.
+- A record with more or fewer fields than the header is a ``PARSE_ERROR`` naming its row (fewer:
+  a file cut short); one that lacks only unnamed columns (a header ending in a delimiter) is not.
+  The last record needs no line break.
 
 Row numbers: every frame :func:`read_table` returns is indexed by record position (0 = first
 data record), so the record's row in issues is ``index + 2`` (header = row 1, see
@@ -135,7 +138,7 @@ def _parse(read: Callable[[], bytes], file: str) -> pd.DataFrame:
     _reject_blank(body, file)
     header = _header_record(body, file)
     delimiter = detect_delimiter(header)
-    table = _read_arrow(body, delimiter, _count_outside_quotes(header)[delimiter] + 1)
+    table = _read_arrow(body, delimiter, _count_outside_quotes(header)[delimiter] + 1, file)
     if table is not None:
         del body
         columns = table.columns
@@ -144,9 +147,12 @@ def _parse(read: Callable[[], bytes], file: str) -> pd.DataFrame:
     else:
         # Arrow's reader stopped (or was not tried): report bad bytes first, as for any file,
         # then let pandas split the records and name the problem
-        _decode(body, file)
+        text = _decode(body, file)
         raw = _read_pandas(body, delimiter, file)
         names = _header_names(raw.iloc[0].fillna("").tolist(), file)
+        # pandas pads a short record with empty cells: count each record's fields as it splits them
+        _reject_short_records(_short_records_of_text(text, delimiter, len(names)), names, file)
+        del text
         frame = raw.iloc[1:].set_axis(names, axis=1)
         frame.index = frame.index - 1  # record position: first data record = 0
         frame = _normalise_cells(frame, file)
@@ -170,38 +176,68 @@ _PRINTABLE_ASCII = (ord("!"), _FIRST_NON_ASCII - 1)
 _ARROW_TEXT = pa.large_string()
 
 
-def _read_arrow(body: bytes, delimiter: str, n_columns: int) -> pa.Table | None:
+def _read_arrow(body: bytes, delimiter: str, n_columns: int, file: str) -> pa.Table | None:
     """Every record as strings (header included, empty cells ``""``), by Arrow's multi-threaded
     reader (several times faster than pandas on large files).
 
     Splits records exactly as :func:`_read_pandas`. ``None`` where the two readers could differ
-    (a quote after white space) or Arrow cannot read the file (e.g. a record with a different
-    number of fields, or bytes that are not UTF-8): the caller then reports the problem.
+    (a quote after white space) or Arrow cannot read the file (e.g. a record with more fields
+    than the header, or bytes that are not UTF-8): the caller then reports the problem. A record
+    with fewer fields than the header is a ``PARSE_ERROR`` raised here
+    (:func:`_reject_short_records`).
     """
     quoted = QUOTE.encode() in body  # one byte: a fast scan, unlike the patterns below
     if quoted and any(pattern in body for pattern in _QUOTE_AFTER_SPACE):
         return None
-    positions = [str(i) for i in range(n_columns)]
+    short: list[tuple[int | None, int]] = []
     try:
-        table = pacsv.read_csv(
-            pa.py_buffer(body),
-            read_options=pacsv.ReadOptions(column_names=positions),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter,
-                quote_char=QUOTE,
-                double_quote=True,
-                newlines_in_values=quoted,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(positions, _ARROW_TEXT),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-                check_utf8=True,  # as strict as Python's decoder: no bytes pass here that it rejects
-            ),
-        )
+        table = _arrow_csv(body, delimiter, n_columns, quoted, short, use_threads=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+    if short:
+        names = _header_names([column[0].as_py() for column in table.columns], file)
+        if any(not name.startswith(_UNNAMED) for name in names[min(n for _, n in short):]):
+            if any(row is None for row, _ in short):  # Arrow numbers rows only when reading in one thread
+                short.clear()
+                _arrow_csv(body, delimiter, n_columns, quoted, short, use_threads=False)
+            _reject_short_records(short, names, file)
+        return None  # only unnamed columns missing: pandas keeps those records (padded)
     return table if table.num_rows else None
+
+
+def _arrow_csv(body: bytes, delimiter: str, n_columns: int, quoted: bool, short: list[tuple[int | None, int]],
+               *, use_threads: bool) -> pa.Table:
+    """Arrow's reading of :func:`_read_arrow`; each record with fewer fields than the header but
+    not blank is left out and appended to ``short`` as (row, fields), row ``None`` when
+    ``use_threads`` (Arrow then does not count rows). Raises ``ArrowInvalid`` for a longer one
+    and for a quote that never closes."""
+    positions = [str(i) for i in range(n_columns)]
+
+    def short_record(row: Any) -> str:
+        # a longer record, or a quote left open to the end of the file: pandas names the problem
+        if row.actual_columns > row.expected_columns or row.text.count(QUOTE) % 2:
+            return "error"
+        if row.text.strip():  # a record of white space only is a blank line: dropped, as those are
+            short.append((row.number, row.actual_columns))
+        return "skip"
+
+    return pacsv.read_csv(
+        pa.py_buffer(body),
+        read_options=pacsv.ReadOptions(column_names=positions, use_threads=use_threads),
+        parse_options=pacsv.ParseOptions(
+            delimiter=delimiter,
+            quote_char=QUOTE,
+            double_quote=True,
+            newlines_in_values=quoted,
+            invalid_row_handler=short_record,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(positions, _ARROW_TEXT),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+            check_utf8=True,  # as strict as Python's decoder: no bytes pass here that it rejects
+        ),
+    )
 
 
 def _arrow_frame(columns: list[pa.ChunkedArray], file: str) -> pd.DataFrame:
@@ -284,6 +320,40 @@ def _read_pandas(body: bytes, delimiter: str, file: str) -> pd.DataFrame:
         reason = _one_based_rows(str(exc).strip().removeprefix("Error tokenizing data. C error: "))
         _fail("PARSE_ERROR", file, f"cannot split the file into columns ({reason})", row=_error_row(reason))
     return raw
+
+
+def _short_records_of_text(text: str, delimiter: str, n_fields: int) -> list[tuple[int | None, int]]:
+    """(row, fields) of every record with fewer than ``n_fields`` fields that is not blank, as
+    :func:`_read_pandas` splits them (the csv module with the same dialect: pandas itself pads
+    a short record with empty cells). Rows count records, header = 1, blank lines skipped."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=QUOTE, doublequote=True,
+                        skipinitialspace=True, strict=False)
+    records = (fields for fields in reader if fields)
+    return [(row, len(fields)) for row, fields in enumerate(records, start=1)
+            if len(fields) < n_fields and any(field.strip() for field in fields)]
+
+
+def _reject_short_records(short: list[tuple[int | None, int]], names: list[str], file: str) -> None:
+    """``PARSE_ERROR`` for every record of ``short`` ((row, fields) pairs) that lacks a named
+    column: a file cut short, e.g. by an interrupted export, whose missing cells must not be read
+    as empty ones. A record lacking only unnamed columns (after a header that ends in a
+    delimiter) is not a problem: those columns are dropped."""
+    named = [not name.startswith(_UNNAMED) for name in names]
+    cut = [(row, n) for row, n in short if any(named[n:])]
+    issues = [
+        ValidationIssue(
+            code="PARSE_ERROR", file=file, row=row,
+            message=f"the record has {n} of the header's {len(names)} fields: no "
+                    f"{', '.join(name for name, keep in zip(names[n:], named[n:], strict=True) if keep)} "
+                    "(is the file cut short, by an interrupted export?)",
+        )
+        for row, n in cut[:MAX_ISSUES_PER_CHECK]
+    ]
+    if len(cut) > MAX_ISSUES_PER_CHECK:
+        issues.append(ValidationIssue(code="PARSE_ERROR", file=file, message=(
+            f"{len(cut) - MAX_ISSUES_PER_CHECK} more record(s) with fewer fields than the header")))
+    if issues:
+        raise InputValidationError(issues)
 
 
 def _body(data: bytes, file: str) -> bytes:

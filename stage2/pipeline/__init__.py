@@ -33,7 +33,15 @@ from stage2.config import register_configs, register_resolvers
 from stage2.config.schema import Stage2Config, to_stage2_config
 from stage2.errors import Stage2Error
 from stage2.locations import config_dir as stage2_config_dir
-from stage2.outputs import ERRORS_FILE, RESOLVED_CONFIG, remove_stage3_tables, write_json
+from stage2.outputs import (
+    ERRORS_FILE,
+    RESOLVED_CONFIG,
+    ensure_writable_dir,
+    is_output_fault,
+    output_not_writable,
+    remove_stage3_tables,
+    write_json,
+)
 from stage2.pipeline.publish import PUBLISH_STEPS, BatchingResult, publish, publish_dry_run
 from stage2.pipeline.runner import Catalog, Stage, StageRunner
 from stage2.pipeline.stages import BATCHING_STAGES, DRY_RUN_STAGES, REBATCH_DRY_RUN_STAGES, REBATCH_STAGES
@@ -115,7 +123,7 @@ def process_student_batching(
         cfg = cfg.copy()
         OmegaConf.update(cfg, "data.input_dir", str(Path(input_dir).resolve()))
     out = _resolve_output_dir(cfg, output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out)  # OUTPUT_NOT_WRITABLE before anything else
     remove_stage3_tables(out)
     (out / ERRORS_FILE).unlink(missing_ok=True)
     context: dict[str, Any] = {"run_dir": str(out)}
@@ -123,11 +131,28 @@ def process_student_batching(
         try:
             with stage_progress(steps(cfg)) as progress:
                 return _run(cfg, out, context, progress)
+        except OSError as exc:
+            if not is_output_fault(exc, out):
+                _fail(out, exc, context)
+                raise
+            # the directory became unwritable during the run (a full disk, a read-only remount)
+            fault = output_not_writable(out, exc)
+            _fail(out, fault, context)
+            raise fault from exc
         except BaseException as exc:
-            if not isinstance(exc, AuditFailed):
-                remove_stage3_tables(out)
-            _record_failure(out, exc, context)
+            _fail(out, exc, context)
             raise
+
+
+def _fail(out: Path, exc: BaseException, context: dict[str, Any]) -> None:
+    """A failed run's clean-up: no Stage 3 CSV left (unless the audit failed after they were
+    checked) and ``errors.json``, as far as the directory can still be written."""
+    try:
+        if not isinstance(exc, AuditFailed):
+            remove_stage3_tables(out)
+        _record_failure(out, exc, context)
+    except OSError as cleanup:  # the run's own error is the one to report
+        logging.getLogger("stage2").error("could not record the failure in %s: %s", out, cleanup)
 
 
 def _record_failure(out: Path, exc: BaseException, context: dict[str, Any]) -> None:
@@ -169,8 +194,10 @@ def _run(cfg: DictConfig, out: Path, context: dict[str, Any], progress: Any) -> 
     }
     tracking = config.tracking
     with tracking_run(tracking.enabled, uri=tracking.uri, experiment_name=tracking.experiment_name,
-                      run_name=tracking.run_name, params=resolved, tags=tags) as run:
+                      run_name=tracking.run_name, params=resolved, tags=tags, policy=tracking) as run:
         context["run_id"] = run.run_id
+        if run.unavailable:  # errors.json of a run failing later lists it too
+            context["warnings"] = [run.unavailable]
 
         def checkpoints(catalog: Catalog) -> CheckpointStore:
             return CheckpointStore(out, checkpoint_key(resolved, catalog["data"].digest))

@@ -79,7 +79,9 @@ def collect_warnings(catalog: Catalog) -> list[str]:
     """Every warning of the run, in stage order, plus identifiers a spreadsheet would read as
     formulas."""
     data: InstitutionData = catalog["data"]
-    warnings = list(data.warnings) + list(catalog["settings"].warnings) + catalog["plan"].warnings
+    run: TrackingRun = catalog["run"]
+    warnings = [run.unavailable] if run.unavailable else []
+    warnings += list(data.warnings) + list(catalog["settings"].warnings) + catalog["plan"].warnings
     if "rebatch_plan" in catalog:
         warnings += catalog["rebatch_plan"].warnings + catalog["rebatching"].warnings
     warnings += catalog["allocation"].warnings
@@ -118,14 +120,15 @@ def publish(catalog: Catalog, out: Path, runner: StageRunner, run: TrackingRun, 
         (out / BATCH_QUALITY).write_text(quality.batch_quality.to_csv(index=False))
 
     for message in warnings:
-        audit("warning", "%s", message, level=logging.WARNING)
+        if message != run.unavailable:  # logged when it happened
+            audit("warning", "%s", message, level=logging.WARNING)
     runtimes = dict(runner.runtimes)
     quality.metrics["runtime_s"] = time.perf_counter() - started
     quality.metrics["peak_memory_mb"] = peak_rss_mb()
     quality.metrics["peak_memory_workers_mb"] = catalog["clustering"].workers_peak_mb
     for stage, seconds in runtimes.items():
         quality.metrics[f"runtime_s.{stage}"] = seconds
-    report = quality_report(catalog, run.run_id, warnings, resolved)
+    report = quality_report(catalog, run, warnings, resolved)
     report["resumed_from"] = runner.resumed_from
     if "rebatch" in catalog:
         report["rebatch"] = rebatch_section(catalog)
@@ -181,13 +184,14 @@ def publish_dry_run(catalog: Catalog, out: Path, runner: StageRunner, run: Track
     """Write the plan (groups, batches per group, room check) as ``validation_report.json``."""
     plan: BatchPlan = catalog["plan"]
     settings: BatchingSettings = catalog["settings"]
-    report = dry_run_report(catalog, run.run_id)
+    report = dry_run_report(catalog, run)
     warnings = report["warnings"]
     n_batches, n_slots = report["n_batches"], report["room_check"]["slots"]
     context["warnings"] = warnings
     path = write_json(out / VALIDATION_REPORT, report)
     for message in warnings:
-        audit("warning", "%s", message, level=logging.WARNING)
+        if message != run.unavailable:  # logged when it happened
+            audit("warning", "%s", message, level=logging.WARNING)
     audit("dry_run", "dry run: input and configuration valid; %d groups -> %d batches; %d slots; plan in %s",
           len(plan.groups), n_batches, n_slots, path)
     run.log_artifacts([path])
@@ -195,10 +199,11 @@ def publish_dry_run(catalog: Catalog, out: Path, runner: StageRunner, run: Track
                           warnings=warnings, run_id=run.run_id, files=[path], dry_run=True)
 
 
-def dry_run_report(catalog: Catalog, run_id: str | None = None) -> dict[str, Any]:
+def dry_run_report(catalog: Catalog, run: TrackingRun | None = None) -> dict[str, Any]:
     """The content of ``validation_report.json``, computed from a catalog that holds ``data``,
     ``settings``, ``rooms`` and ``plan``; writes nothing (also
-    :func:`stage2.api.validate_batch_processing_inputs`)."""
+    :func:`stage2.api.validate_batch_processing_inputs`, without a tracking run)."""
+    run = run if run is not None else TrackingRun(None, None)
     plan: BatchPlan = catalog["plan"]
     data: InstitutionData = catalog["data"]
     settings: BatchingSettings = catalog["settings"]
@@ -207,7 +212,8 @@ def dry_run_report(catalog: Catalog, run_id: str | None = None) -> dict[str, Any
     n_slots = len(rooms) * len(data.shifts)
     largest_batch = max((int(g.batch_sizes.max()) for g in plan.groups), default=0)
     largest_room = int(rooms["capacity"].max()) if len(rooms) else 0
-    warnings = list(data.warnings) + list(settings.warnings) + plan.warnings
+    warnings = ([run.unavailable] if run.unavailable else []) + list(data.warnings) + list(settings.warnings)
+    warnings += plan.warnings
     if n_batches > n_slots:
         warnings.append(f"[INSUFFICIENT_ROOMS] {n_batches} batches planned but only {n_slots} (room, shift) slots")
     if largest_batch > largest_room:
@@ -216,7 +222,8 @@ def dry_run_report(catalog: Catalog, run_id: str | None = None) -> dict[str, Any
     return {
         "stage2_version": __version__,
         "status": "valid",
-        "run_id": run_id,
+        "run_id": run.run_id,
+        "tracking": run.summary(),
         "input_dir": str(data.input_dir),
         "data_digest": data.digest,
         "n_students": int(len(data.students)),
@@ -240,16 +247,18 @@ def group_records(plan: BatchPlan) -> list[dict[str, Any]]:
     ]
 
 
-def quality_report(catalog: Catalog, run_id: str | None, warnings: list[str],
+def quality_report(catalog: Catalog, run: TrackingRun, warnings: list[str],
                    resolved: dict[str, Any]) -> dict[str, Any]:
-    """The run's record: ``quality_report.json``."""
+    """The run's record: ``quality_report.json``; ``tracking`` says whether and where MLflow
+    recorded the run (:meth:`TrackingRun.summary`)."""
     settings: BatchingSettings = catalog["settings"]
     data: InstitutionData = catalog["data"]
     quality: QualityReport = catalog["quality"]
     allocation: Allocation = catalog["allocation"]
     return {
         "stage2_version": __version__,
-        "run_id": run_id,
+        "run_id": run.run_id,
+        "tracking": run.summary(),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "as_of": settings.as_of.isoformat(),
         "input_dir": str(data.input_dir),

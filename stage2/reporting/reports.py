@@ -110,7 +110,9 @@ class RunSummary:
         r = self.report
         digest = str(r.get("data_digest") or "")
         return [
-            ("run", str(r.get("run_id") or "(not tracked)")),
+            ("run", str(r.get("run_id") or ("(not tracked: the tracking store was unavailable)"
+                                            if (r.get("tracking") or {}).get("status") == "unavailable"
+                                            else "(not tracked)"))),
             ("as of", str(r.get("as_of") or "")),
             ("generated", str(r.get("generated_at") or "")),
             ("input", str(r.get("input_dir") or "")),

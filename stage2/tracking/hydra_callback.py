@@ -53,7 +53,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from stage2.config.schema import TrackingConfig
+from stage2.errors import EnvironmentFault
 from stage2.tracking.mlflow_tracking import PARENT_RUN_ENV, PARENT_URI_ENV, ensure_experiment, resolve_tracking_uri
+from stage2.tracking.store import check_tracking_store
 
 log = logging.getLogger("stage2")
 
@@ -139,6 +141,16 @@ class MLflowSweepCallback(Callback):
         experiment_name = str(_select(config, "tracking.experiment_name", "stage2"))
         task = [str(o) for o in (_select(config, "hydra.overrides.task", []) or [])]
         self.swept = swept_keys(task, _select(config, "hydra.sweeper.params"))
+        limits = TrackingConfig(
+            check_timeout_s=int(_select(config, "tracking.check_timeout_s", TrackingConfig.check_timeout_s)),
+            check_retries=int(_select(config, "tracking.check_retries", TrackingConfig.check_retries)),
+            store_lock_timeout_s=float(_select(config, "tracking.store_lock_timeout_s",
+                                               TrackingConfig.store_lock_timeout_s)))
+        try:  # within seconds, not MLflow's minutes of retries; a new SQLite store is created under its lock
+            check_tracking_store(self.tracking_uri, limits)
+        except EnvironmentFault as fault:  # each job reports it (or runs untracked: on_unavailable=warn)
+            log.warning("sweep not recorded as a parent run: %s", fault.message)
+            return
 
         client = MlflowClient(tracking_uri=self.tracking_uri)
         # created (or an untagged one tagged) as a model-development experiment, as a job's run does

@@ -31,6 +31,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from stage2.config.schema import TrackingConfig
+from stage2.errors import EnvironmentFault
+from stage2.tracking.store import check_tracking_store, redact_uri, store_fault, validate_policy
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_DB_NAME = "mlflow.db"
@@ -130,16 +134,30 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 class TrackingRun:
-    """A thin handle on the active MLflow run (``None``-safe metric logging)."""
+    """A thin handle on the active MLflow run (``None``-safe metric logging).
 
-    def __init__(self, run_id: str | None, tracking_uri: str | None, experiment_id: str | None = None) -> None:
+    ``unavailable``: why a run that was to be tracked is not (its store could not be used and
+    ``tracking.on_unavailable=warn``), as the warning the run reports; ``store``: the store, its
+    credentials removed."""
+
+    def __init__(self, run_id: str | None, tracking_uri: str | None, experiment_id: str | None = None, *,
+                 store: str | None = None, unavailable: str | None = None) -> None:
         self.run_id = run_id
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
+        self.store = store if store is not None else (redact_uri(tracking_uri) if tracking_uri else None)
+        self.unavailable = unavailable
 
     @property
     def enabled(self) -> bool:
         return self.run_id is not None
+
+    def summary(self) -> dict[str, Any]:
+        """The ``tracking`` section of the run's reports: ``status`` ``tracked`` | ``off``
+        (``tracking.enabled=false``) | ``unavailable`` (with the ``reason``), the store and the
+        MLflow run id."""
+        status = "tracked" if self.enabled else ("unavailable" if self.unavailable else "off")
+        return {"status": status, "store": self.store, "run_id": self.run_id, "reason": self.unavailable}
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -215,14 +233,23 @@ def tracking_run(
     run_name: str | None,
     params: Mapping[str, Any],
     tags: Mapping[str, Any],
+    policy: TrackingConfig | None = None,
 ) -> Iterator[TrackingRun]:
     """Open an MLflow run (or a disabled handle). On an exception the run ends ``FAILED``
     with the error's code and message as tags; the exception propagates.
+
+    The store is checked first (:func:`~stage2.tracking.store.check_tracking_store`, with
+    ``policy``'s limits; default: :class:`TrackingConfig`'s). A store that cannot be used, then
+    or while the run is opened, raises ``TRACKING_UNAVAILABLE`` (:class:`EnvironmentFault`), or
+    with ``policy.on_unavailable == "warn"`` yields a disabled handle saying why
+    (:attr:`TrackingRun.unavailable`, also logged as a warning).
 
     Inside an active MLflow run the new run is nested in it. Otherwise, when
     ``$STAGE2_PARENT_RUN_ID`` is set (a sweep's job), it becomes that run's child in the same
     store (``$STAGE2_PARENT_TRACKING_URI`` when neither ``uri`` nor ``$MLFLOW_TRACKING_URI``
     is set) and is tagged with the Hydra job's overrides."""
+    policy = policy if policy is not None else TrackingConfig()
+    validate_policy(policy)
     if not enabled:
         yield TrackingRun(None, None)
         return
@@ -240,27 +267,20 @@ def tracking_run(
         warnings.warn(f"{PARENT_RUN_ENV}={parent_id} is in {parent_uri}, this run goes to {tracking_uri}: "
                       "recorded without a parent", stacklevel=3)
         parent_id = None
-    mlflow.set_tracking_uri(tracking_uri)
-    if parent_id and not _run_exists(parent_id, tracking_uri):
-        warnings.warn(f"{PARENT_RUN_ENV}={parent_id}: no such run in {tracking_uri}; recorded without a parent",
-                      stacklevel=3)
-        parent_id = None
-    from mlflow.tracking import MlflowClient
-
-    ensure_experiment(MlflowClient(tracking_uri=tracking_uri), experiment_name)
-    experiment = mlflow.set_experiment(experiment_name)
-    nested = mlflow.active_run() is not None
-    parent_kw: dict[str, Any] = {}
-    if parent_id:
-        run_tags = {**hydra_job_tags(), **run_tags}
-        parent_kw = {"parent_run_id": parent_id}
-        nested = True
-    with mlflow.start_run(run_name=run_name, tags=run_tags, nested=nested, **parent_kw) as active:
-        handle = TrackingRun(active.info.run_id, tracking_uri, experiment.experiment_id)
-        flat = flatten(params)
-        items = sorted(flat.items())
-        for start in range(0, len(items), 100):
-            mlflow.log_params(dict(items[start : start + 100]))
+    unavailable: str | None = None
+    try:
+        check_tracking_store(tracking_uri, policy)
+        active = _open_run(tracking_uri, experiment_name, run_name, params, run_tags, parent_id)
+    except EnvironmentFault as fault:
+        if policy.on_unavailable != "warn":
+            raise
+        unavailable = f"[{fault.code}] {fault.message}: this run is not tracked (tracking.on_unavailable=warn)"
+    if unavailable is not None:  # the run goes on outside the handler: its errors do not chain to the fault
+        logging.getLogger("stage2").warning("%s", unavailable, extra={"event": "tracking_unavailable"})
+        yield TrackingRun(None, None, store=redact_uri(tracking_uri), unavailable=unavailable)
+        return
+    with active:
+        handle = TrackingRun(active.info.run_id, tracking_uri, active.info.experiment_id)
         try:
             yield handle
         except BaseException as exc:
@@ -269,3 +289,50 @@ def tracking_run(
             mlflow.end_run(status="FAILED" if not isinstance(exc, KeyboardInterrupt) else "KILLED")
             raise
         mlflow.set_tag("status", "ok")
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a failing store raises through MLflow: its own errors, the database's, HTTP's and
+    the operating system's (anything else is a bug, reported as one)."""
+    import requests
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException, sqlalchemy.exc.SQLAlchemyError, requests.RequestException, OSError
+
+
+def _open_run(tracking_uri: str, experiment_name: str, run_name: str | None, params: Mapping[str, Any],
+              run_tags: dict[str, str], parent_id: str | None) -> Any:
+    """Start the MLflow run (a child of ``parent_id`` if it exists in the store) and log the
+    params; returns MLflow's active run. A store failing here (say, one that can be read but
+    not written) raises ``TRACKING_UNAVAILABLE``, the half-opened run ended."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    active = None
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        if parent_id and not _run_exists(parent_id, tracking_uri):
+            warnings.warn(f"{PARENT_RUN_ENV}={parent_id}: no such run in {tracking_uri}; recorded without a parent",
+                          stacklevel=4)
+            parent_id = None
+        ensure_experiment(MlflowClient(tracking_uri=tracking_uri), experiment_name)
+        mlflow.set_experiment(experiment_name)
+        nested = mlflow.active_run() is not None
+        parent_kw: dict[str, Any] = {}
+        if parent_id:
+            run_tags = {**hydra_job_tags(), **run_tags}
+            parent_kw = {"parent_run_id": parent_id}
+            nested = True
+        active = mlflow.start_run(run_name=run_name, tags=run_tags, nested=nested, **parent_kw)
+        items = sorted(flatten(params).items())
+        for start in range(0, len(items), 100):
+            mlflow.log_params(dict(items[start : start + 100]))
+    except _store_errors() as exc:
+        if active is not None:
+            try:
+                mlflow.end_run(status="FAILED")
+            except Exception:  # the store is failing: the fault below says so
+                pass
+        raise store_fault(tracking_uri, exc) from exc
+    return active

@@ -34,11 +34,15 @@ from conftest import (
     subprocess_env,
 )
 
-from stage2.errors import ConfigurationError, InfeasibleError, InputValidationError, Stage2Error
+from stage2.errors import ConfigurationError, EnvironmentFault, InfeasibleError, InputValidationError, Stage2Error
 from stage2.outputs import ERRORS_FILE
 
 SEED = 1
 N_STUDENTS = 300
+#: an MLflow server that is down (nothing listens on the discard port), and a SQLite store
+#: that cannot be created
+DOWN_SERVER = "http://127.0.0.1:9"
+UNCREATABLE_STORE = "sqlite:////proc/nonexistent/x.db"
 
 
 # ------------------------------------------------------------------------------------------
@@ -329,6 +333,14 @@ def _unbalanced_quote(d: Path) -> None:
     _edit_line(d / "rooms.csv", 3, lambda line: line.replace(f",{code},", f',"{code},', 1))
 
 
+def _cut_mid_row(d: Path) -> None:
+    """An interrupted export: programs.csv ends inside its last record (row 6), no final newline."""
+    text = (d / "programs.csv").read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1]
+    assert text.count("\n") == 6 and last.count(",") == 6
+    (d / "programs.csv").write_text(text[: text.rindex(last) + last.index(",", last.index(",") + 1) + 3])
+
+
 CASES: list[Case] = [
     # --- reading rules that must succeed
     Case("utf8-bom", _bom),
@@ -341,6 +353,8 @@ CASES: list[Case] = [
          lambda d: set_cell(d, "student_data.csv", 5, "preferred_languages", ";".join(f"L{i}" for i in range(20_000)))),
     Case("blank-delimiter-only-lines", lambda d: (d / "rooms.csv").write_text(
         (d / "rooms.csv").read_text().replace("\n", "\n,,,,,,,\n", 2))),
+    Case("no-final-newline", lambda d: [(d / name).write_text((d / name).read_text().rstrip("\n"))
+                                        for name in ("programs.csv", "rooms.csv", "student_course_enrollment.csv")]),
     Case("no-optional-student-columns", lambda d: [drop_column(d, "student_data.csv", c) for c in
                                                   ("semester", "preferred_languages", "preferred_shift", "is_active")]),
     Case("minimal-export-required-columns-only", _minimal_export),
@@ -367,6 +381,9 @@ CASES: list[Case] = [
     Case("row-longer-than-header", lambda d: _edit_line(d / "rooms.csv", 4, lambda line: line + ",extra"),
          error=InputValidationError, code="PARSE_ERROR", exit_code=3,
          where=("rooms.csv, row 4", "Expected 8 fields in line 4, saw 9")),
+    Case("file-cut-mid-row", _cut_mid_row, error=InputValidationError, code="PARSE_ERROR", exit_code=3,
+         where=("programs.csv, row 6: the record has 3 of the header's 7 fields: no program_type, department_id, "
+                "duration_years, total_credits",)),
     Case("duplicate-header-name", lambda d: (d / "rooms.csv").write_text(
         (d / "rooms.csv").read_text().replace("room_name", "room_code", 1)),
          error=InputValidationError, code="PARSE_ERROR", exit_code=3, where=("rooms.csv, row 1", "room_code")),
@@ -526,6 +543,15 @@ CASES: list[Case] = [
     # --- the same inputs without strict succeed (and say so in warnings)
     Case("too-few-rooms-not-strict", one_room_one_shift, overrides=("batch_size.min=5", "batch_size.target=20")),
     Case("undersized-group-not-strict", _under_by_three, overrides=("batch_size.min=5", "batch_size.target=20")),
+    # --- the environment (exit 5): checked before the data is read (here also broken: not reported)
+    Case("tracking-server-down", lambda d: (d / "rooms.csv").write_bytes(b""),
+         overrides=("tracking.enabled=true", f"tracking.uri={DOWN_SERVER}"),
+         error=EnvironmentFault, code="TRACKING_UNAVAILABLE", exit_code=5,
+         where=(f"the MLflow tracking store {DOWN_SERVER} cannot be used", "start the MLflow server")),
+    Case("tracking-store-uncreatable", lambda d: (d / "rooms.csv").write_bytes(b""),
+         overrides=("tracking.enabled=true", f"tracking.uri={UNCREATABLE_STORE}"),
+         error=EnvironmentFault, code="TRACKING_UNAVAILABLE", exit_code=5,
+         where=(f"the MLflow tracking store {UNCREATABLE_STORE} cannot be used", "/proc/nonexistent")),
 ]
 
 
@@ -711,8 +737,9 @@ def test_warnings_of_the_non_strict_runs_name_the_group_and_the_rooms(base_dir, 
 # ------------------------------------------------------------------------------------------
 # the same through ``python -m stage2`` (the entrypoint users run)
 
-#: one per exit status: 3 input, 2 configuration (from the EAV table), 4 infeasible, 0 ok
-SUBPROCESS_CASES = ["latin-1-bytes", "eav-min-above-max", "too-few-rooms-strict", "utf8-bom", "faculty-short-strict"]
+#: one per exit status: 3 input, 2 configuration (from the EAV table), 4 infeasible, 5 environment, 0 ok
+SUBPROCESS_CASES = ["latin-1-bytes", "eav-min-above-max", "too-few-rooms-strict", "faculty-short-strict",
+                    "tracking-server-down", "utf8-bom"]
 
 
 @pytest.mark.slow
@@ -770,3 +797,106 @@ def test_cli_mistyped_configuration_exits_2(base_dir, tmp_path, hydra_full_error
     )
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 2 and "INVALID_CONFIGURATION" in proc.stderr, (proc.returncode, proc.stderr[-2000:])
+
+
+# ------------------------------------------------------------------------------------------
+# faults of the environment that need a path of their own: a damaged store file, warn mode,
+# an output directory that cannot be written
+
+
+def _corrupt_store(tmp_path: Path) -> str:
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"this is not an SQLite database, but a damaged copy of one\n" * 64)
+    return f"sqlite:///{path}"
+
+
+def test_a_damaged_store_file_is_tracking_unavailable(base_dir, compose_config, tmp_path, clean_env):
+    uri = _corrupt_store(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(Stage2Error) as caught:
+        run_batching(compose_config, base_dir, out, ["tracking.enabled=true", f"tracking.uri={uri}"])
+    case = Case("tracking-store-damaged", error=EnvironmentFault, code="TRACKING_UNAVAILABLE", exit_code=5,
+                where=(f"the MLflow tracking store {uri} cannot be used", "file is not a database",
+                       "move a damaged file aside"))
+    assert_failure(case, caught.value, out)
+
+
+def test_the_store_credentials_are_never_printed(base_dir, compose_config, tmp_path, clean_env):
+    uri = DOWN_SERVER.replace("://", "://alice:s3cret-pw@")
+    out = tmp_path / "out"
+    with pytest.raises(EnvironmentFault) as caught:
+        run_batching(compose_config, base_dir, out, ["tracking.enabled=true", f"tracking.uri={uri}"])
+    assert caught.value.code == "TRACKING_UNAVAILABLE" and DOWN_SERVER in str(caught.value)
+    for text in (str(caught.value), (out / ERRORS_FILE).read_text(), (out / "stage2.log").read_text()):
+        assert "s3cret-pw" not in text and "alice" not in text
+
+
+@pytest.mark.parametrize("store", ["server-down", "damaged-file", "uncreatable"])
+def test_warn_mode_runs_untracked_and_says_so(store, base_dir, compose_config, tmp_path, clean_env):
+    uri = {"server-down": DOWN_SERVER, "damaged-file": _corrupt_store(tmp_path),
+           "uncreatable": UNCREATABLE_STORE}[store]
+    out = tmp_path / "out"
+    result = run_batching(compose_config, base_dir, out,
+                          ["tracking.enabled=true", f"tracking.uri={uri}", "tracking.on_unavailable=warn"])
+    assert result.run_id is None
+    assert_outputs_valid(out, base_dir)
+    report = json.loads((out / "quality_report.json").read_text())
+    assert report["tracking"]["status"] == "unavailable" and report["tracking"]["store"] == uri
+    assert report["tracking"]["reason"].startswith("[TRACKING_UNAVAILABLE]")
+    assert report["warnings"][0] == report["tracking"]["reason"] == result.warnings[0]
+    assert "this run is not tracked (tracking.on_unavailable=warn)" in report["warnings"][0]
+    log = (out / "stage2.log").read_text()
+    assert log.count("this run is not tracked") == 1, log
+    assert "not tracked: the tracking store was unavailable" in (out / "report.txt").read_text()
+    assert not (out / ERRORS_FILE).exists()
+
+
+def test_a_tracked_run_reports_its_store(base_dir, compose_config, tmp_path, clean_env):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    result = run_batching(compose_config, base_dir, tmp_path / "out", ["tracking.enabled=true", f"tracking.uri={uri}"])
+    report = json.loads((tmp_path / "out" / "quality_report.json").read_text())
+    assert report["tracking"] == {"status": "tracked", "store": uri, "run_id": result.run_id, "reason": None}
+    assert not any("TRACKING_UNAVAILABLE" in w for w in result.warnings)
+    run_batching(compose_config, base_dir, tmp_path / "off")  # tracking.enabled=false
+    assert json.loads((tmp_path / "off" / "quality_report.json").read_text())["tracking"]["status"] == "off"
+
+
+def test_an_unknown_on_unavailable_is_a_configuration_error(base_dir, compose_config, tmp_path):
+    with pytest.raises(ConfigurationError) as caught:
+        run_batching(compose_config, base_dir, tmp_path / "out", ["tracking.on_unavailable=ignore"])
+    assert caught.value.code == "INVALID_CONFIGURATION" and "tracking.on_unavailable='ignore'" in str(caught.value)
+
+
+@pytest.mark.parametrize("where", ["uncreatable", "under-a-file"])
+def test_an_output_directory_that_cannot_be_written_is_output_not_writable(where, base_dir, compose_config, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    out = Path("/proc/nonexistent/out") if where == "uncreatable" else blocker / "out"
+    with pytest.raises(EnvironmentFault) as caught:
+        run_batching(compose_config, base_dir, out)
+    error = caught.value
+    assert (error.code, error.exit_code) == ("OUTPUT_NOT_WRITABLE", 5)
+    assert f"the output directory {out} cannot be written" in str(error) and error.fix
+
+
+@pytest.mark.slow
+def test_cli_unwritable_run_directory_exits_5_without_a_traceback(base_dir, tmp_path):
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    for run_dir in (blocker / "run", None):  # named by hydra.run.dir; Hydra's default under the launch directory
+        cwd = tmp_path if run_dir is not None else blocker.parent / "launch"
+        if run_dir is None:  # "outputs" is a file there: Hydra cannot create outputs/<date>/<time>
+            cwd.mkdir()
+            (cwd / "outputs").write_text("a file\n")
+        proc = subprocess.run(
+            [sys.executable, "-m", "stage2", f"data.input_dir={base_dir}", *OFFLINE_OVERRIDES,
+             *([f"hydra.run.dir={run_dir}"] if run_dir is not None else [])],
+            cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 5, proc.stderr[-3000:]
+        assert "[OUTPUT_NOT_WRITABLE]" in proc.stderr and "cannot be written" in proc.stderr
+        if run_dir is not None:
+            assert "Traceback" not in proc.stderr and str(run_dir) in proc.stderr
