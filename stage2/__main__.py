@@ -1,7 +1,9 @@
 """``python -m stage2 [overrides]``: the Hydra entrypoint, a thin shell over the pipeline.
 
 Exit status: 0 ok, 1 internal error, 2 configuration, 3 input, 4 infeasible, 130
-interrupted (``stage2.errors.EXIT_CODES``). A failed run writes no Stage 3 CSV.
+interrupted (``stage2.errors.EXIT_CODES``); a strict run failing for several problems at once
+exits with the most severe one's (``stage2.errors.SEVERITY_ORDER``). A failed run writes no
+Stage 3 CSV.
 """
 
 from __future__ import annotations

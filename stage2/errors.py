@@ -137,6 +137,10 @@ class Stage2Error(Exception):
             text += f" Fix: {self.fix}."
         return text
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a strict problem is pickled with its stage's checkpoint: keep code, where, fix, details
+        return (_restored_error, (type(self), dict(self.__dict__)))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "code": self.code,
@@ -146,6 +150,13 @@ class Stage2Error(Exception):
             "exit_code": self.exit_code,
             "details": self.details,
         }
+
+
+def _restored_error(cls: type[Stage2Error], state: dict[str, Any]) -> Stage2Error:
+    error = cls.__new__(cls)
+    error.__dict__.update(state)
+    Exception.__init__(error, str(error))
+    return error
 
 
 class ConfigurationError(Stage2Error):

@@ -348,3 +348,17 @@ def test_severity_order_ranks_every_failure_class():
     assert severity_rank(InputValidationError([])) < severity_rank(infeasible())
     combined = StrictProblems([infeasible(), Stage2Error("a bug")])
     assert combined.exit_code == EXIT_CODES["internal"] and combined.code == "STRICT_CHECKS_FAILED"
+
+
+def test_a_recorded_problem_survives_its_stage_checkpoint(tmp_path):
+    from stage2.checkpoints import CheckpointStore
+
+    store = CheckpointStore(tmp_path, "key")
+    store.save("allocation", {"allocation": Found(InfeasibleError("2 batches", code="INSUFFICIENT_ROOMS",
+                                                                  where="rooms.csv", details={"shortfall": 2}),
+                                                  prerequisite_problem())})
+    rooms, prerequisites = store.load("allocation")["allocation"].problems
+    assert (type(rooms), rooms.code, rooms.where, rooms.details) == (InfeasibleError, "INSUFFICIENT_ROOMS",
+                                                                     "rooms.csv", {"shortfall": 2})
+    assert str(rooms) == "[INSUFFICIENT_ROOMS] rooms.csv: 2 batches Fix: " + rooms.fix + "."
+    assert [issue.row for issue in prerequisites.issues] == [7, 9] and prerequisites.exit_code == 3
