@@ -2,7 +2,9 @@
 
 Exit status: 0 ok, 1 internal error, 2 configuration, 3 input, 4 infeasible, 5 environment
 (a tracking store or Dask cluster unavailable, an output directory that cannot be written), 130
-interrupted (``stage2.errors.EXIT_CODES``). A failed run writes no Stage 3 CSV.
+interrupted (``stage2.errors.EXIT_CODES``); a strict run failing for several problems at once
+exits with the most severe one's (``stage2.errors.SEVERITY_ORDER``). A failed run writes no
+Stage 3 CSV.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import pandas as pd
 from ortools.graph.python import min_cost_flow
 
 from stage2.config.settings import BatchingSettings, seats_admitted
-from stage2.errors import InfeasibleError
+from stage2.errors import InfeasibleError, Stage2Error
 
 #: extra cost of leaving a batch unplaced: exceeds any score difference, so the flow places
 #: as many batches as capacities allow before it optimises scores
@@ -41,6 +41,9 @@ class Allocation:
     capacity: np.ndarray
     method: str
     warnings: list[str] = field(default_factory=list)
+    #: under ``strict``: the ``INSUFFICIENT_ROOMS`` error, recorded (not raised) so that the
+    #: run goes on to find its other problems and fails once with all
+    problems: list[Stage2Error] = field(default_factory=list)
 
     @property
     def placed(self) -> np.ndarray:
@@ -80,7 +83,7 @@ def allocate_rooms(
     (default all); ``keep_shift[b]``: a shift row batch ``b`` should stay in (-1: none), worth
     more than any preference or utilisation difference (a re-batch moving a batch whose room
     closed keeps its shift and takes the closest room). Unplaceable batches are reported in
-    ``warnings`` (INSUFFICIENT_ROOMS under strict).
+    ``warnings``; under strict they are a ``problem`` (``INSUFFICIENT_ROOMS``, exit 4).
     """
     n_batches = int(batch_sizes.size)
     rooms = home_rooms(rooms, room_types)
@@ -121,9 +124,11 @@ def allocate_rooms(
             f"{' ...' if unplaced.size > 20 else ''}; {n_slots} (room, shift) slots, largest usable capacity {largest}"
         )
         if settings.strict:
-            raise InfeasibleError(message, code="INSUFFICIENT_ROOMS", where="rooms.csv / shifts.csv",
-                                  details={"shortfall": int(unplaced.size)})
-        allocation.warnings.append(f"[INSUFFICIENT_ROOMS] {message}")
+            allocation.problems.append(InfeasibleError(
+                message, code="INSUFFICIENT_ROOMS", where="rooms.csv / shifts.csv",
+                details={"shortfall": int(unplaced.size)}))
+        else:
+            allocation.warnings.append(f"[INSUFFICIENT_ROOMS] {message}")
     return allocation
 
 

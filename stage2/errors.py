@@ -58,6 +58,8 @@ ERROR_CODES: dict[str, str] = {
     "CONVERGENCE_FAILURE": "raise the iteration limit or change the algorithm",
     "INSUFFICIENT_FACULTY": "add faculty for the named courses",
     "SCHEDULING_CONFLICT": "resolve the conflicting assignments",
+    "STRICT_CHECKS_FAILED": "fix each problem listed (errors.json: error.details.issues), or run with strict=false "
+                            "to publish the batches with these problems as warnings",
     # environment (exit 5): something outside stage2 and its input is down or unreachable
     "PARALLEL_BACKEND_UNAVAILABLE": "start the Dask scheduler named by parallel.address (or unset it for a local "
                                     "cluster), or use parallel.backend=loky",
@@ -140,6 +142,10 @@ class Stage2Error(Exception):
             text += f" Fix: {self.fix}."
         return text
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a strict problem is pickled with its stage's checkpoint: keep code, where, fix, details
+        return (_restored_error, (type(self), dict(self.__dict__)))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "code": self.code,
@@ -149,6 +155,13 @@ class Stage2Error(Exception):
             "exit_code": self.exit_code,
             "details": self.details,
         }
+
+
+def _restored_error(cls: type[Stage2Error], state: dict[str, Any]) -> Stage2Error:
+    error = cls.__new__(cls)
+    error.__dict__.update(state)
+    Exception.__init__(error, str(error))
+    return error
 
 
 class ConfigurationError(Stage2Error):
@@ -201,3 +214,62 @@ class InvariantViolation(Stage2Error):
 
     exit_code = EXIT_CODES["internal"]
     default_code = "CONSTRAINT_VIOLATION"
+
+
+#: Which failure class wins when one run fails for several reasons at once (``strict=true``
+#: collects every problem of the plan, the allocation and the checks before failing): the
+#: combined error exits with the status of its problem whose class comes first here. Earlier
+#: gates first: a bug, then the environment, the configuration, the input, and last a plan the
+#: resources cannot carry, which may change once the input is corrected.
+SEVERITY_ORDER: tuple[str, ...] = ("internal", "environment", "configuration", "input", "infeasible")
+
+
+def severity_rank(error: Stage2Error) -> int:
+    """Position of ``error``'s exit class in :data:`SEVERITY_ORDER` (0 is the most severe)."""
+    classes = [name for name, status in EXIT_CODES.items() if status == error.exit_code]
+    ranks = [SEVERITY_ORDER.index(name) for name in classes if name in SEVERITY_ORDER]
+    return min(ranks, default=0)  # an exit status outside the order: as severe as a bug
+
+
+class StrictProblems(Stage2Error):
+    """Several problems of one ``strict=true`` run, reported at once (``problems`` in the order
+    the stages found them). Code: theirs when they share one, else ``STRICT_CHECKS_FAILED``;
+    exit status: the most severe problem's (:data:`SEVERITY_ORDER`). ``details["issues"]``
+    lists every problem with its code (each input issue of an :class:`InputValidationError`
+    separately); ``details["not_run"]`` the stages that could not run after one failed."""
+
+    exit_code = EXIT_CODES["infeasible"]
+    default_code = "STRICT_CHECKS_FAILED"
+
+    def __init__(self, problems: list[Stage2Error], *, not_run: tuple[str, ...] = (), failed_stage: str | None = None
+                 ) -> None:
+        self.problems = list(problems)
+        self.not_run = tuple(not_run)
+        self.exit_code = min(self.problems, key=severity_rank).exit_code
+        codes = list(dict.fromkeys(problem.code for problem in self.problems))
+        shown = "\n".join(f"  - {problem}" for problem in self.problems[:50])
+        more = len(self.problems) - 50
+        if more > 0:
+            shown += f"\n  ... and {more} more (see errors.json)"
+        message = f"{len(self.problems)} problem(s) under strict=true ({', '.join(codes)}):\n{shown}\n"
+        if self.not_run:
+            message += (f"  not checked: stage(s) {', '.join(self.not_run)} could not run after stage {failed_stage} "
+                        f"failed\n")
+        issues: list[dict[str, Any]] = []
+        for problem in self.problems:
+            if isinstance(problem, InputValidationError):
+                issues += [issue.to_dict() for issue in problem.issues]
+            else:
+                issues.append(problem.to_dict())
+        super().__init__(message, code=codes[0] if len(codes) == 1 else None,
+                         fix=ERROR_CODES[self.default_code],
+                         details={"issues": issues, "not_run": list(self.not_run), "failed_stage": failed_stage})
+
+
+def strict_failure(problems: list[Stage2Error], *, not_run: tuple[str, ...] = (),
+                   failed_stage: str | None = None) -> Stage2Error:
+    """The one error a run with these problems fails with: a single problem as itself (its
+    class, code, exit status and details unchanged), several as :class:`StrictProblems`."""
+    if len(problems) == 1 and not not_run:
+        return problems[0]
+    return StrictProblems(problems, not_run=not_run, failed_stage=failed_stage)

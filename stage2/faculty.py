@@ -33,7 +33,7 @@ from ortools.graph.python import max_flow
 
 from stage2.contract.csvio import string_positions
 from stage2.contract.loader import COMPETENCIES, FACULTY
-from stage2.errors import InfeasibleError
+from stage2.errors import InfeasibleError, Stage2Error
 
 MINUTES_PER_HOUR = 60
 #: courses a warning, an error and ``quality_report.json`` name (most hours missing first); the
@@ -115,6 +115,9 @@ class FacultyCheck:
     minutes_needed: int = 0
     minutes_covered: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: under ``strict``: the ``INSUFFICIENT_FACULTY`` error, recorded (not raised) so that the
+    #: run fails once with all its problems
+    problems: list[Stage2Error] = field(default_factory=list)
 
     @property
     def hours_needed(self) -> float:
@@ -184,8 +187,9 @@ def check_faculty(
     module's docstring). ``faculty``/``competencies`` are the loader's frames (``None`` when the
     file is absent: the check is skipped).
 
-    A shortfall is a warning naming the courses and the hours they miss; under ``strict`` an
-    :class:`InfeasibleError` (``INSUFFICIENT_FACULTY``, exit 4).
+    A shortfall is a warning naming the courses and the hours they miss; under ``strict`` a
+    ``problem``: an :class:`InfeasibleError` (``INSUFFICIENT_FACULTY``, exit 4) the stage runner
+    raises with the run's other problems.
     """
     if faculty is None or competencies is None:
         absent = " and ".join(name for name, table in ((FACULTY, faculty), (COMPETENCIES, competencies))
@@ -243,10 +247,12 @@ def check_faculty(
     if check.minutes_covered < check.minutes_needed:
         message = _shortfall_message(check)
         if strict:
-            raise InfeasibleError(message, code="INSUFFICIENT_FACULTY", where=f"{FACULTY} / {COMPETENCIES}",
-                                  details={"hours_needed": check.hours_needed, "hours_covered": check.hours_covered,
-                                           "courses_short": _course_records(check.short_courses())})
-        check.warnings.append(f"[INSUFFICIENT_FACULTY] {message}")
+            check.problems.append(InfeasibleError(
+                message, code="INSUFFICIENT_FACULTY", where=f"{FACULTY} / {COMPETENCIES}",
+                details={"hours_needed": check.hours_needed, "hours_covered": check.hours_covered,
+                         "courses_short": _course_records(check.short_courses())}))
+        else:
+            check.warnings.append(f"[INSUFFICIENT_FACULTY] {message}")
     return check
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from stage2.config.settings import BatchingSettings, SizeBounds, seats_admitted
-from stage2.errors import InfeasibleError
+from stage2.errors import InfeasibleError, Stage2Error
 
 #: value a group key carries for a hard no_mix field that does not apply to the student
 NOT_APPLICABLE = "*"
@@ -55,6 +55,9 @@ class BatchPlan:
     key_fields: list[str]
     groups: list[GroupPlan]
     warnings: list[str] = field(default_factory=list)
+    #: under ``strict``: one ``CONSTRAINT_VIOLATION`` per group that is not ok, recorded (not
+    #: raised) so that the run goes on to find its other problems and fails once with all
+    problems: list[Stage2Error] = field(default_factory=list)
 
     def label(self, group: GroupPlan) -> str:
         if not self.key_fields:
@@ -122,7 +125,8 @@ def plan_batches(
 
     A group smaller than ``min`` becomes one batch; a group for which no batch count keeps
     every size in [min, max] gets ``ceil(n / max)`` balanced batches. Both are reported in
-    ``warnings`` with the group's key, and raise under ``settings.strict``.
+    ``warnings`` with the group's key; under ``settings.strict`` they are ``problems``
+    (``CONSTRAINT_VIOLATION``, exit 4), which the stage runner raises with the run's others.
     """
     key_fields, keys = group_keys(students, settings)
     if key_fields:
@@ -162,7 +166,9 @@ def plan_batches(
         if status != STATUS_OK:
             message = f"group ({plan.label(group)}): {reason}"
             if settings.strict:
-                raise InfeasibleError(message, code="CONSTRAINT_VIOLATION", where=f"group {plan.label(group)}",
-                                      fix="relax batch_size bounds for this group, or run with strict=false")
-            plan.warnings.append(message)
+                plan.problems.append(InfeasibleError(
+                    message, code="CONSTRAINT_VIOLATION", where=f"group {plan.label(group)}",
+                    fix="relax batch_size bounds for this group, or run with strict=false"))
+            else:
+                plan.warnings.append(message)
     return plan

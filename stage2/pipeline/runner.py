@@ -6,10 +6,19 @@ before anything runs, times each stage (``stage_start``/``stage_done`` events wi
 memory, the progress display), and saves and restores the results of checkpointed stages, so
 a resumed run continues from its last completed stage. A variant of the pipeline (a dry run,
 a re-batching against a previous run) is another table, not another copy of this loop.
+
+Every strict problem at once: a stage marked ``records_problems`` does not raise the problems
+``strict=true`` makes errors (an undersized group, a batch without a room, a faculty shortfall)
+but records them in its outputs' ``problems`` lists, and the run goes on, so that later stages
+find theirs too. The runner collects them and raises one error with all of them
+(:func:`stage2.errors.strict_failure`) after the last stage, before anything is published, or
+as soon as a stage fails outright (the stages after it are not run, and the error says so).
+Adding a kind of problem is marking its stage ``records_problems=True``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stage2.checkpoints import CheckpointStore
+from stage2.errors import Stage2Error, strict_failure
 from stage2.memory import peak_rss_mb
 from stage2.runlog import audit
 
@@ -30,7 +40,9 @@ class Stage:
     A stage with one output returns it; with several, a tuple in ``outputs`` order.
     ``checkpoint``: its outputs are saved after it runs and restored on ``resume=true``.
     ``after``: called with the catalog once the outputs are in it, whether computed or
-    restored (the audit trail of decisions, tracking tags)."""
+    restored (the audit trail of decisions, tracking tags).
+    ``records_problems``: its outputs carry a ``problems`` list (:class:`~stage2.errors.Stage2Error`
+    found under ``strict``), which the runner collects and raises, all at once, at the end."""
 
     name: str
     func: Callable[..., Any]
@@ -38,6 +50,7 @@ class Stage:
     outputs: tuple[str, ...]
     checkpoint: bool = False
     after: Callable[[Catalog], None] | None = None
+    records_problems: bool = False
 
 
 def check_wiring(stages: Sequence[Stage], provided: Sequence[str]) -> None:
@@ -84,19 +97,39 @@ class StageRunner:
               seconds=round(self.runtimes[name], 4), peak_memory_mb=round(peak_rss_mb(), 1))
 
     def run(self, stages: Sequence[Stage], catalog: Catalog) -> Catalog:
-        """Run ``stages`` over ``catalog`` (updated in place and returned)."""
+        """Run ``stages`` over ``catalog`` (updated in place and returned).
+
+        Raises the problems the stages recorded (``records_problems``), all in one error, after
+        the last stage; a stage's own :class:`~stage2.errors.Stage2Error` after earlier recorded
+        problems joins them, naming the stages that could not run."""
         check_wiring(stages, list(catalog))
-        for stage in stages:
-            values = self._restore(stage, catalog)
-            if values is None:
-                with self.timed(stage.name):
-                    result = stage.func(*(catalog[name] for name in stage.inputs))
-                values = _named_outputs(stage, result)
-                if stage.checkpoint:
-                    self._checkpoints(catalog).save(stage.name, values)
+        problems: list[Stage2Error] = []
+        for position, stage in enumerate(stages):
+            try:
+                values = self._restore(stage, catalog)
+                if values is None:
+                    with self.timed(stage.name):
+                        result = stage.func(*(catalog[name] for name in stage.inputs))
+                    values = _named_outputs(stage, result)
+                    if stage.checkpoint:
+                        self._checkpoints(catalog).save(stage.name, values)
+            except Stage2Error as exc:
+                if not problems:
+                    raise
+                not_run = tuple(later.name for later in stages[position + 1:])
+                raise strict_failure([*problems, exc], not_run=not_run, failed_stage=stage.name) from exc
             catalog.update(values)
             if stage.after is not None:
                 stage.after(catalog)
+            if stage.records_problems:
+                found = [problem for name in stage.outputs for problem in getattr(catalog[name], "problems", ())]
+                for problem in found:
+                    audit("strict_problem", "stage %s: %s (strict=true: the run goes on to find every problem, "
+                          "then fails)", stage.name, problem, level=logging.WARNING, stage=stage.name,
+                          code=problem.code)
+                problems += found
+        if problems:
+            raise strict_failure(problems)
         return catalog
 
     def _checkpoints(self, catalog: Catalog) -> CheckpointStore:

@@ -6,7 +6,9 @@ arguments from the configuration), its inputs and its outputs. The catalog start
 ``config`` (a :class:`~stage2.config.Stage2Config`), ``input_dir`` and ``run`` (the tracking
 run, for tags); :data:`BATCHING_STAGES` compute a batching without writing any output,
 :data:`DRY_RUN_STAGES` stop after the plan. Publishing (CSVs, reports, MLflow) is
-:mod:`stage2.pipeline.publish`.
+:mod:`stage2.pipeline.publish`. Under ``strict=true`` the stages marked ``records_problems``
+(sizing, allocation, faculty) record their problems and the run goes on; the runner fails once
+with all of them (:mod:`stage2.pipeline.runner`).
 """
 
 from __future__ import annotations
@@ -203,7 +205,8 @@ def _groups_planned(catalog: Catalog) -> None:
 DRY_RUN_STAGES: tuple[Stage, ...] = (
     Stage("validation", validate_input, ("config", "input_dir"), ("data",), after=_input_read),
     Stage("configuration", configure, ("config", "data"), ("settings", "rooms"), after=_overrides_applied),
-    Stage("sizing", size_groups, ("data", "settings", "rooms"), ("plan",), checkpoint=True, after=_groups_planned),
+    Stage("sizing", size_groups, ("data", "settings", "rooms"), ("plan",), checkpoint=True, after=_groups_planned,
+          records_problems=True),
 )
 
 #: every stage that computes a batching; nothing is written but checkpoints
@@ -211,11 +214,12 @@ BATCHING_STAGES: tuple[Stage, ...] = DRY_RUN_STAGES + (
     Stage("features", course_features, ("data",), ("courses", "course_sets")),
     Stage("clustering", cluster, ("data", "plan", "settings", "config", "courses"), ("clustering",), checkpoint=True),
     Stage("allocation", allocate, ("clustering", "plan", "data", "rooms", "settings", "config"), ("allocation",),
-          checkpoint=True),
+          checkpoint=True, records_problems=True),
     Stage("membership", assign_members, ("data", "clustering", "plan", "allocation", "course_sets", "settings",
                                          "config"), ("batches", "membership")),
     Stage("enrollment", enroll, ("batches", "membership", "data", "settings"), ("batch_courses",)),
-    Stage("faculty", check_teaching_load, ("batch_courses", "data", "settings", "config"), ("faculty",)),
+    Stage("faculty", check_teaching_load, ("batch_courses", "data", "settings", "config"), ("faculty",),
+          records_problems=True),
     Stage("metrics", measure, ("batches", "membership", "batch_courses", "data", "settings", "config", "faculty"),
           ("quality",)),
 )
@@ -376,7 +380,7 @@ REBATCH_STAGES: tuple[Stage, ...] = REBATCH_DRY_RUN_STAGES + (
     Stage("clustering", recluster, ("data", "plan", "rebatch_plan", "settings", "config", "courses"),
           ("rebatching", "clustering")),
     Stage("allocation", reallocate, ("rebatching", "plan", "data", "rooms", "settings", "previous", "config"),
-          ("allocation",)),
+          ("allocation",), records_problems=True),
     Stage("membership", reassign_members, ("data", "rebatching", "plan", "allocation", "previous", "course_sets",
                                            "settings", "config"), ("batches", "membership")),
     *_AFTER_MEMBERSHIP,

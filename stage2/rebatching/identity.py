@@ -100,4 +100,4 @@ def keep_rooms(
     for i, b in enumerate(to_place):
         room_id[b], shift_id[b], capacity[b] = placed.room_id[i], placed.shift_id[i], placed.capacity[i]
     return Allocation(room_id, shift_id, capacity, f"kept {n_batches - to_place.size}, {placed.method} for the rest",
-                      placed.warnings)
+                      placed.warnings, placed.problems)
