@@ -531,8 +531,22 @@ def config_frame(run: AuditRun) -> pd.DataFrame:
         ("seed", c.get("seed")),
         ("strict", c.get("strict")),
         ("inactive students (not batched)", run.report.get("n_inactive_students")),
+        ("tracking", _tracking(run.report.get("tracking"))),
     ]
     return pd.DataFrame([(k, "" if v is None else str(v)) for k, v in rows], columns=["setting", "value"])
+
+
+def _tracking(section: Any) -> str | None:
+    """``tracked in STORE`` | ``off`` | ``unavailable: REASON`` (``quality_report.json``'s
+    ``tracking``); ``None`` for a report without the section."""
+    if not isinstance(section, dict):
+        return None
+    status = section.get("status")
+    if status == "tracked":
+        return f"tracked in {section.get('store')} (MLflow run {section.get('run_id')})"
+    if status == "unavailable":
+        return f"unavailable, not tracked: {section.get('reason')}"
+    return str(status)
 
 
 def rules_frame(run: AuditRun) -> pd.DataFrame:

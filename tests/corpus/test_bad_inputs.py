@@ -36,6 +36,7 @@ from conftest import (
 
 from stage2.errors import ConfigurationError, EnvironmentFault, InfeasibleError, InputValidationError, Stage2Error
 from stage2.outputs import ERRORS_FILE
+from stage2.reporting import audit
 
 SEED = 1
 N_STUDENTS = 300
@@ -849,6 +850,8 @@ def test_warn_mode_runs_untracked_and_says_so(store, base_dir, compose_config, t
     assert log.count("this run is not tracked") == 1, log
     assert "not tracked: the tracking store was unavailable" in (out / "report.txt").read_text()
     assert not (out / ERRORS_FILE).exists()
+    setting = audit.config_frame(audit.load_run(out)).set_index("setting")["value"]["tracking"]
+    assert setting == f"unavailable, not tracked: {report['tracking']['reason']}"
 
 
 def test_a_tracked_run_reports_its_store(base_dir, compose_config, tmp_path, clean_env):
@@ -856,6 +859,8 @@ def test_a_tracked_run_reports_its_store(base_dir, compose_config, tmp_path, cle
     result = run_batching(compose_config, base_dir, tmp_path / "out", ["tracking.enabled=true", f"tracking.uri={uri}"])
     report = json.loads((tmp_path / "out" / "quality_report.json").read_text())
     assert report["tracking"] == {"status": "tracked", "store": uri, "run_id": result.run_id, "reason": None}
+    setting = audit.config_frame(audit.load_run(tmp_path / "out")).set_index("setting")["value"]["tracking"]
+    assert setting == f"tracked in {uri} (MLflow run {result.run_id})"
     assert not any("TRACKING_UNAVAILABLE" in w for w in result.warnings)
     run_batching(compose_config, base_dir, tmp_path / "off")  # tracking.enabled=false
     assert json.loads((tmp_path / "off" / "quality_report.json").read_text())["tracking"]["status"] == "off"
