@@ -277,10 +277,11 @@ def tracking_run(
         unavailable = f"[{fault.code}] {fault.message}: this run is not tracked (tracking.on_unavailable=warn)"
     if unavailable is not None:  # the run goes on outside the handler: its errors do not chain to the fault
         logging.getLogger("stage2").warning("%s", unavailable, extra={"event": "tracking_unavailable"})
-        yield TrackingRun(None, None, store=redact_uri(tracking_uri), unavailable=unavailable)
+        yield TrackingRun(None, None, store=_store_label(uri, tracking_uri), unavailable=unavailable)
         return
     with active:
-        handle = TrackingRun(active.info.run_id, tracking_uri, active.info.experiment_id)
+        handle = TrackingRun(active.info.run_id, tracking_uri, active.info.experiment_id,
+                             store=_store_label(uri, tracking_uri))
         try:
             yield handle
         except BaseException as exc:
@@ -289,6 +290,15 @@ def tracking_run(
             mlflow.end_run(status="FAILED" if not isinstance(exc, KeyboardInterrupt) else "KILLED")
             raise
         mlflow.set_tag("status", "ok")
+
+
+def _store_label(configured: str | None, resolved: str) -> str:
+    """How the run's reports name its store: the configured ``tracking.uri`` without
+    credentials; a store handed over in ``$MLFLOW_TRACKING_URI`` (as the service does) by that
+    name only, so that files a client downloads do not reveal it."""
+    if not configured and os.environ.get("MLFLOW_TRACKING_URI"):
+        return "$MLFLOW_TRACKING_URI"
+    return redact_uri(resolved)
 
 
 def _store_errors() -> tuple[type[BaseException], ...]:
