@@ -26,6 +26,7 @@ from stage2.memory import peak_rss_mb
 from stage2.metrics import QualityReport
 from stage2.outputs import (
     BATCH_QUALITY,
+    PREREQUISITE_REPORT,
     QUALITY_REPORT,
     REBATCH_DIFF_TABLE,
     RESOLVED_CONFIG,
@@ -35,6 +36,7 @@ from stage2.outputs import (
     write_tables_atomically,
 )
 from stage2.pipeline.runner import Catalog, StageRunner
+from stage2.prerequisites import PrerequisiteCheck
 from stage2.reporting import AuditFailed, run_audit_notebook, write_reports
 from stage2.runlog import JSONL_FILE, audit
 from stage2.sizing import BatchPlan
@@ -105,6 +107,8 @@ def publish(catalog: Catalog, out: Path, runner: StageRunner, run: TrackingRun, 
     with runner.timed("outputs"):
         files = write_tables_atomically(out, tables)
         (out / BATCH_QUALITY).write_text(quality.batch_quality.to_csv(index=False))
+        check: PrerequisiteCheck = catalog["prerequisites"]
+        check.report.to_csv(out / PREREQUISITE_REPORT, index=False)
 
     for message in warnings:
         audit("warning", "%s", message, level=logging.WARNING)
@@ -133,7 +137,7 @@ def publish(catalog: Catalog, out: Path, runner: StageRunner, run: TrackingRun, 
         sample = data.active_students[["student_id", "program_id", "academic_year"]].head(DATASET_SAMPLE_ROWS)
         run.log_input_dataset(sample, source=str(data.input_dir), name=institution_name or data.input_dir.name,
                               digest=data.digest)
-        run.log_artifacts(files + [out / RESOLVED_CONFIG, out / BATCH_QUALITY])
+        run.log_artifacts(files + [out / RESOLVED_CONFIG, out / BATCH_QUALITY, out / PREREQUISITE_REPORT])
 
     with runner.timed("reports"):
         report_files = write_all_reports(out, config.report, run)
@@ -241,8 +245,25 @@ def quality_report(catalog: Catalog, run_id: str | None, warnings: list[str],
         "eav_overrides": [vars(o) for o in settings.overrides],
         "rules": [asdict(r) for r in settings.rules],
         "rule_breaches": quality.rule_breaches,
+        "prerequisites": prerequisite_section(catalog["prerequisites"], catalog["config"]),
         "warnings": warnings,
         "config": resolved,
+    }
+
+
+def prerequisite_section(check: PrerequisiteCheck, config: Stage2Config) -> dict[str, Any]:
+    """The ``prerequisites`` section of ``quality_report.json``: the policy, the counts and the
+    first ``enrollment.prerequisites_listed`` rows of ``prerequisite_report.csv``."""
+    listed = config.enrollment.prerequisites_listed
+    return {
+        "policy": check.policy,
+        "program_policies": check.program_policies,
+        "violations": check.violations,
+        "excluded": check.excluded,
+        "grades_not_checkable": check.not_checkable,
+        "n_rows": len(check.report),
+        "rows": check.report.head(listed).to_dict(orient="records"),
+        "file": PREREQUISITE_REPORT,
     }
 
 
