@@ -21,8 +21,8 @@ QUALITY_MEASURES = [
     "room_placement_rate", "silhouette_score", "runtime_s", "peak_memory_mb",
 ]
 #: the stages a full run times (README "The pipeline", plus writing the outputs), as runtime_s.<stage>
-STAGES = ["validation", "configuration", "prerequisites", "sizing", "features", "clustering", "allocation", "membership", "enrollment",
-          "metrics", "outputs"]
+STAGES = ["validation", "configuration", "prerequisites", "sizing", "features", "clustering", "allocation",
+          "membership", "enrollment", "metrics", "outputs"]
 
 
 @pytest.fixture(scope="module")
