@@ -567,6 +567,11 @@ class _Loader:
             # the list column's rows take the student's own term: all current
             frame[IS_HISTORY] = False
             return np.ones(len(frame), dtype=bool)
+        term_columns = ("academic_year", "semester")
+        if any(i.file in (STUDENTS, ENROLLMENTS) and i.column in term_columns for i in self.issues):
+            # a term already reported as broken cannot be ordered: its rows are checked once it is fixed
+            frame[IS_HISTORY] = False
+            return np.ones(len(frame), dtype=bool)
         known = rows >= 0
         position = np.maximum(rows, 0)
         term = classify_terms(frame["academic_year"], frame["semester"],
