@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from stage2.config.schema import PREREQUISITE_POLICIES
 from stage2.config.settings import BatchingSettings
-from stage2.contract.csvio import string_isin, string_positions
+from stage2.contract.csvio import string_positions, take_strings
 from stage2.errors import InputValidationError, ValidationIssue
 
 #: reasons of a row of ``prerequisite_report.csv``
@@ -35,9 +36,11 @@ GRADE_NOT_CHECKABLE = "grade_not_checkable"
 REPORTED = "reported"
 EXCLUDED = "excluded"
 REPORT_COLUMNS = ("student_id", "course_id", "missing_prerequisite_id", "reason", "action")
+#: the reasons by code (the report's ``reason`` column)
+REASONS = (MISSING, GRADE_BELOW_MINIMUM, GRADE_NOT_CHECKABLE)
+#: ``enrollment.prerequisites`` values as small integers, per student
+POLICY_CODES = {policy: code for code, policy in enumerate(PREREQUISITE_POLICIES)}
 ENROLLMENTS_FILE = "student_course_enrollment.csv"
-#: joins a student id and a course id into one key (a control character no id contains)
-PAIR_SEPARATOR = "\x1f"
 
 
 @dataclass
@@ -70,94 +73,127 @@ def check_prerequisites(
     listed: int,
 ) -> PrerequisiteCheck:
     """Check every current enrollment (``enrollments``: student_id, course_id of the active
-    students) against ``prerequisites`` and ``history`` (student_id, course_id[, grade]);
-    ``students`` are the active students (their ``program_id`` chooses the policy).
+    students, one row per pair) against ``prerequisites`` and ``history`` (student_id,
+    course_id[, grade]); ``students`` are the active students (their ``program_id`` chooses the
+    policy). The report lists the rows in the order of the enrollments, each enrollment's
+    prerequisites in the order of ``course_prerequisites.csv``.
 
     Raises :class:`InputValidationError` (``PREREQUISITE_NOT_MET``, exit 3) naming up to
     ``listed`` (student, course, prerequisite) rows, and counting the rest, when a student under
-    ``strict`` has an ineligible enrollment. Joins and group-bys only: millions of rows in seconds.
+    ``strict`` has an ineligible enrollment. Integer codes and sorted look-ups throughout: a
+    million students' enrollments in seconds.
     """
     policies = dict(settings.program_prerequisite_policies)
-    empty = pd.DataFrame({c: pd.Series(dtype="string") for c in REPORT_COLUMNS})
     everyone_off = settings.prerequisite_policy == "off" and all(p == "off" for p in policies.values())
     if prerequisites is None or len(prerequisites) == 0 or everyone_off:
+        empty = pd.DataFrame({c: pd.Series(dtype="string") for c in REPORT_COLUMNS})
         return PrerequisiteCheck(empty, enrollments, None if everyone_off else 0, 0, 0,
                                  settings.prerequisite_policy, policies)
-    mandatory = prerequisites
-    if "is_mandatory" in prerequisites:
-        mandatory = prerequisites.loc[prerequisites["is_mandatory"].fillna(True).to_numpy(dtype=bool)]
-    minimum = (pd.to_numeric(mandatory["minimum_grade"], errors="coerce").astype("Float64")
-               if "minimum_grade" in mandatory else pd.Series(pd.NA, index=mandatory.index, dtype="Float64"))
-    has_minimum = (mandatory["minimum_grade"].notna() if "minimum_grade" in mandatory
-                   else pd.Series(False, index=mandatory.index))
-    needs = pd.DataFrame({
-        "course_id": mandatory["course_id"].astype("string").to_numpy(),
-        "missing_prerequisite_id": mandatory["prerequisite_course_id"].astype("string").to_numpy(),
-        "minimum": minimum.to_numpy(dtype=np.float64, na_value=np.nan),
-        "has_minimum": has_minimum.to_numpy(dtype=bool),
+    needs = _mandatory(prerequisites)
+    need_courses = pd.Series(pd.unique(needs["course_id"]), dtype="string")
+    prerequisite_ids = pd.Series(pd.unique(needs["prerequisite_course_id"]), dtype="string")
+    need_course = string_positions(needs["course_id"], need_courses)
+    need_prerequisite = string_positions(needs["prerequisite_course_id"], prerequisite_ids)
+    # the needs of course code c are rows offsets[c] : offsets[c + 1] of the needs sorted by c
+    by_course = np.argsort(need_course, kind="stable")
+    need_count = np.bincount(need_course, minlength=len(need_courses))
+    offsets = np.r_[0, np.cumsum(need_count)]
+
+    # current enrollments in a course with a mandatory prerequisite, of students who are checked
+    course_code = string_positions(enrollments["course_id"], need_courses)
+    rows = np.flatnonzero(course_code >= 0)
+    # enrollments and history are usually listed student by student: each run is looked up once
+    student = string_positions(enrollments["student_id"].iloc[rows], students["student_id"], runs=True)
+    policy = _student_policies(students, settings)[np.maximum(student, 0)]
+    checked = (student >= 0) & (policy != POLICY_CODES["off"])
+    rows, student, policy, course_code = rows[checked], student[checked], policy[checked], course_code[rows[checked]]
+    # one entry per (enrollment, prerequisite)
+    counts = need_count[course_code]
+    entry_row = np.repeat(rows, counts)
+    entry_student, entry_policy = np.repeat(student, counts), np.repeat(policy, counts)
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    entry_need = by_course[np.repeat(offsets[course_code], counts) + within]
+    key = entry_student.astype(np.int64) * len(prerequisite_ids) + need_prerequisite[entry_need]
+
+    taken_keys, best_grade = _best_grades(history, students, prerequisite_ids)
+    found_at = taken_keys.get_indexer(key)
+    taken_before = found_at >= 0
+    grade = np.r_[best_grade, np.nan][found_at]  # -1 (not taken) reads the NaN
+    minimum = needs["minimum"].to_numpy()[entry_need]
+    comparable = taken_before & ~np.isnan(grade) & ~np.isnan(minimum)
+    below = comparable & (grade < minimum)
+    unchecked = taken_before & needs["has_minimum"].to_numpy()[entry_need] & ~comparable
+    reason = np.select([~taken_before, below, unchecked], [0, 1, 2], -1)
+    shown = reason >= 0
+    ineligible = shown & (reason != 2)
+
+    excluded = ineligible & (entry_policy == POLICY_CODES["exclude"])
+    report = pd.DataFrame({
+        "student_id": take_strings(students["student_id"], entry_student[shown]),
+        "course_id": take_strings(enrollments["course_id"], entry_row[shown]),
+        "missing_prerequisite_id": take_strings(needs["prerequisite_course_id"], entry_need[shown]),
+        "reason": pd.Series(np.asarray(REASONS, dtype=object)[reason[shown]], dtype="string"),
+        "action": pd.Series(np.where(excluded[shown], EXCLUDED, REPORTED), dtype="string"),
     })
-
-    # the policy of each student, by programme
-    student_policy = _student_policies(students, settings)
-    concerned = string_isin(enrollments["course_id"], needs["course_id"])
-    current = enrollments.loc[concerned, ["student_id", "course_id"]]
-    policy_of_row = student_policy[np.maximum(string_positions(current["student_id"], students["student_id"]), 0)]
-    current = current.loc[policy_of_row != "off"].astype("string")
-    pairs = current.merge(needs, on="course_id", how="inner")
-
-    taken = _best_grades(history)
-    pairs = pairs.merge(taken, left_on=["student_id", "missing_prerequisite_id"],
-                        right_on=["student_id", "course_id"], how="left", suffixes=("", "_taken"), indicator=True)
-    taken_before = (pairs["_merge"] == "both").to_numpy()
-    grade = pairs["grade"].to_numpy(dtype=np.float64, na_value=np.nan)
-    minimum_value = pairs["minimum"].to_numpy(dtype=np.float64)
-    comparable = taken_before & ~np.isnan(grade) & ~np.isnan(minimum_value)
-    below = comparable & (grade < minimum_value)
-    unchecked = taken_before & pairs["has_minimum"].to_numpy(dtype=bool) & ~comparable
-    reason = np.select([~taken_before, below, unchecked], [MISSING, GRADE_BELOW_MINIMUM, GRADE_NOT_CHECKABLE], "")
-    listed_rows = pairs.loc[reason != "", ["student_id", "course_id", "missing_prerequisite_id"]].copy()
-    listed_rows["reason"] = reason[reason != ""]
-    ineligible = listed_rows["reason"] != GRADE_NOT_CHECKABLE
-    row_policy = student_policy[string_positions(listed_rows["student_id"], students["student_id"])]
-    listed_rows["action"] = np.where(ineligible & (row_policy == "exclude"), EXCLUDED, REPORTED)
-    report = listed_rows.sort_values(["student_id", "course_id", "missing_prerequisite_id"], kind="stable")
-    report = report.reset_index(drop=True).astype("string")[list(REPORT_COLUMNS)]
-
-    ineligible_sorted = (report["reason"] != GRADE_NOT_CHECKABLE).to_numpy()
-    strict = report.loc[ineligible_sorted & (
-        student_policy[string_positions(report["student_id"], students["student_id"])] == "strict")]
-    if len(strict):
-        raise _not_met(strict, listed)
-
-    violation_pairs = report.loc[ineligible_sorted, ["student_id", "course_id"]].drop_duplicates()
-    excluded_pairs = report.loc[report["action"] == EXCLUDED, ["student_id", "course_id"]].drop_duplicates()
+    strict = ineligible[shown] & (entry_policy[shown] == POLICY_CODES["strict"])
+    if strict.any():
+        raise _not_met(report.loc[strict], listed)
+    excluded_rows = _distinct_sorted(entry_row[excluded])
     batched = enrollments
-    if len(excluded_pairs):
-        pair = enrollments["student_id"].astype("string") + PAIR_SEPARATOR + enrollments["course_id"].astype("string")
-        left_out = string_isin(pair, excluded_pairs["student_id"] + PAIR_SEPARATOR + excluded_pairs["course_id"])
-        batched = enrollments.loc[~left_out].reset_index(drop=True)
+    if len(excluded_rows):
+        keep = np.ones(len(enrollments), dtype=bool)
+        keep[excluded_rows] = False
+        batched = enrollments.loc[keep].reset_index(drop=True)
     return PrerequisiteCheck(
-        report=report, batched=batched, violations=len(violation_pairs),
-        not_checkable=int((~ineligible_sorted).sum()), excluded=len(excluded_pairs),
+        report=report, batched=batched, violations=int(_distinct_sorted(entry_row[ineligible]).size),
+        not_checkable=int((reason == 2).sum()), excluded=int(excluded_rows.size),
         policy=settings.prerequisite_policy, program_policies=policies,
     )
 
 
+def _mandatory(prerequisites: pd.DataFrame) -> pd.DataFrame:
+    """The mandatory prerequisite rows (``is_mandatory`` true or empty) with their numeric
+    ``minimum`` (NaN: none, or not a number) and whether a minimum was given (``has_minimum``)."""
+    rows = prerequisites
+    if "is_mandatory" in rows:
+        rows = rows.loc[rows["is_mandatory"].fillna(True).to_numpy(dtype=bool)]
+    given = rows["minimum_grade"] if "minimum_grade" in rows else pd.Series(pd.NA, index=rows.index, dtype="string")
+    return pd.DataFrame({
+        "course_id": rows["course_id"].astype("string").to_numpy(),
+        "prerequisite_course_id": rows["prerequisite_course_id"].astype("string").to_numpy(),
+        "minimum": pd.to_numeric(given, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan),
+        "has_minimum": given.notna().to_numpy(dtype=bool),
+    }).astype({"course_id": "string", "prerequisite_course_id": "string"})
+
+
 def _student_policies(students: pd.DataFrame, settings: BatchingSettings) -> np.ndarray:
-    """Per active student, its programme's policy."""
-    policy = np.full(len(students), settings.prerequisite_policy, dtype=object)
+    """Per active student, its programme's policy as a :data:`POLICY_CODES` code."""
+    policy = np.full(len(students), POLICY_CODES[settings.prerequisite_policy], dtype=np.int8)
     for program_id, program_policy in settings.program_prerequisite_policies.items():
-        policy[(students["program_id"] == program_id).fillna(False).to_numpy(dtype=bool)] = program_policy
+        policy[(students["program_id"] == program_id).fillna(False).to_numpy(dtype=bool)] = POLICY_CODES[program_policy]
     return policy
 
 
-def _best_grades(history: pd.DataFrame) -> pd.DataFrame:
-    """(student_id, course_id, grade) per course of a student's history, its best grade."""
-    grade = history["grade"] if "grade" in history else pd.Series(np.nan, index=history.index, dtype="Float64")
-    frame = pd.DataFrame({"student_id": history["student_id"].astype("string"),
-                          "course_id": history["course_id"].astype("string"),
-                          "grade": grade.astype("Float64")})
-    return frame.groupby(["student_id", "course_id"], sort=False)["grade"].max().reset_index()
+def _distinct_sorted(values: np.ndarray) -> np.ndarray:
+    """The distinct values of a non-decreasing array (``np.unique`` without its sort)."""
+    return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
+
+
+def _best_grades(history: pd.DataFrame, students: pd.DataFrame,
+                 prerequisite_ids: pd.Series) -> tuple[pd.Index, np.ndarray]:
+    """The distinct keys ``student position × len(prerequisite_ids) + prerequisite code`` of the
+    history rows in a prerequisite course, and each key's best grade (NaN: none given)."""
+    course = string_positions(history["course_id"], prerequisite_ids)
+    rows = np.flatnonzero(course >= 0)
+    student = string_positions(history["student_id"].iloc[rows], students["student_id"], runs=True)
+    known = student >= 0
+    keys = student[known].astype(np.int64) * len(prerequisite_ids) + course[rows[known]]
+    if "grade" not in history:
+        distinct = pd.Index(pd.unique(keys))
+        return distinct, np.full(len(distinct), np.nan)
+    grades = history["grade"].iloc[rows[known]].to_numpy(dtype=np.float64, na_value=np.nan)
+    best = pd.Series(grades).groupby(keys, sort=False).max()
+    return best.index, best.to_numpy(dtype=np.float64)
 
 
 def _not_met(strict: pd.DataFrame, listed: int) -> InputValidationError:
