@@ -200,6 +200,7 @@ def publish_dry_run(catalog: Catalog, out: Path, runner: StageRunner, run: Track
                        "largest_planned_batch": largest_batch},
         "groups": group_records(plan),
         "eav_overrides": [vars(o) for o in settings.overrides],
+        "prerequisites": prerequisite_section(catalog["prerequisites"], catalog["config"]),
         "warnings": warnings,
     }
     path = write_json(out / VALIDATION_REPORT, report)

@@ -38,6 +38,7 @@ QUALITY_MEASURES: dict[str, tuple[str, str]] = {
     "resource_utilization": ("higher", "seats filled in the rooms given"),
     "room_placement_rate": ("higher", "batches with a room and shift"),
     "silhouette_score": ("higher", "separation of the batches' course sets"),
+    "prerequisite_violations": ("zero", "current enrollments without a mandatory prerequisite in the history"),
     "runtime_s": ("lower", "wall time of the run, seconds"),
     "peak_memory_mb": ("lower", "peak resident memory of the stage2 process (VmHWM), MiB"),
     "peak_memory_workers_mb": ("lower", "summed peak resident memory of the clustering worker processes, MiB"),
