@@ -62,6 +62,7 @@ LOWER_IS_BETTER = frozenset({
     "sections_per_batch",
     "size_bound_violations",      # target 0
     "hard_constraint_violations",  # target 0
+    "prerequisite_violations",     # target 0
     "runtime_s",
     "peak_memory_mb",
 })

@@ -52,6 +52,11 @@ ERROR_CODES: dict[str, str] = {
     "FEATURE_EXTRACTION_ERROR": "give every active student at least one valid course",
     "PREVIOUS_RUN_INVALID": "point rebatch.previous_run at the output directory of a finished stage2 run",
     "PREVIOUS_RUN_TENANT": "re-batch against a previous run of the same tenant (or set +institution accordingly)",
+    "LATER_TERM_ENROLLMENT": "export only enrollments up to each student's current academic_year/semester, or "
+                             "correct the student's term in student_data.csv",
+    "PREREQUISITE_CYCLE": "remove one prerequisite row of the named cycle from course_prerequisites.csv",
+    "PREREQUISITE_NOT_MET": "export the students' earlier terms (their history), drop the named enrollments, or "
+                            "set enrollment.prerequisites=report or exclude",
     # infeasible (exit 4)
     "INSUFFICIENT_ROOMS": "add rooms or shifts, or allow unplaced batches (strict=false)",
     "CONSTRAINT_VIOLATION": "relax the hard rule or the size bounds for the named group",

@@ -176,8 +176,11 @@ def compute_quality(
     *,
     thresholds: Mapping[str, float] | None = None,
     silhouette_sample_size: int = 10_000,
+    prerequisite_violations: int | None = None,
 ) -> QualityReport:
-    """Compute the quality measures. ``students``/``enrollments`` are the active input rows."""
+    """Compute the quality measures. ``students``/``enrollments`` are the active input rows
+    (the enrollments batched). ``prerequisite_violations`` (from
+    :func:`stage2.prerequisites.check_prerequisites`; ``None``: not checked) is reported as is."""
     thresholds = dict(ACCEPTANCE_THRESHOLDS if thresholds is None else thresholds)
     n_batches = len(batches)
     n_students = len(membership)
@@ -245,6 +248,7 @@ def compute_quality(
         "resource_utilization": utilisation,
         "room_placement_rate": float(placed.mean()) if n_batches else None,
         "silhouette_score": silhouette,
+        "prerequisite_violations": prerequisite_violations,
     }
 
     broken = checks.loc[~checks["satisfied"]]

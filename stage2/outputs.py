@@ -40,6 +40,8 @@ ERRORS_FILE = "errors.json"
 #: written by a dry run: the plan and the room check
 VALIDATION_REPORT = "validation_report.json"
 RESOLVED_CONFIG = "resolved_config.yaml"
+#: one row per (student, course, prerequisite) found wanting (stage2.prerequisites)
+PREREQUISITE_REPORT = "prerequisite_report.csv"
 
 
 OUTPUT_NOT_WRITABLE = "OUTPUT_NOT_WRITABLE"

@@ -21,8 +21,8 @@ QUALITY_MEASURES = [
     "room_placement_rate", "silhouette_score", "runtime_s", "peak_memory_mb",
 ]
 #: the stages a full run times (README "The pipeline", plus writing the outputs), as runtime_s.<stage>
-STAGES = ["validation", "configuration", "sizing", "features", "clustering", "allocation", "membership", "enrollment",
-          "faculty", "metrics", "outputs"]
+STAGES = ["validation", "configuration", "prerequisites", "sizing", "features", "clustering", "allocation",
+          "membership", "enrollment", "faculty", "metrics", "outputs"]
 
 
 @pytest.fixture(scope="module")
@@ -201,10 +201,6 @@ def _with_enrollment_of_term(source, target, academic_year):
     return student["student_id"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (data-contract.md, 'Enrollment history'): student_course_enrollment rows of an earlier term than the "
-    "student's are history, used for prerequisites only, but stage2/contract/institution.py active_enrollments "
-    "keeps every row, so stage2 batches courses a student took years ago (expected_students, SSE, coherence)"))
 def test_enrollments_of_an_earlier_term_are_history_not_batched(make_institution_dir, compose_config, tmp_path):
     input_dir = tmp_path / "input"
     _with_enrollment_of_term(make_institution_dir(300, seed=1), input_dir, "2020-21")
@@ -214,9 +210,6 @@ def test_enrollments_of_an_earlier_term_are_history_not_batched(make_institution
     assert "HIST-101" not in set(courses["course_id"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (data-contract.md, 'Enrollment history'): an enrollment row of a later term than the student's is an "
-    "error, but stage2/contract/loader.py accepts it and batches the course"))
 def test_an_enrollment_of_a_later_term_is_an_input_error(make_institution_dir, compose_config, tmp_path):
     input_dir = tmp_path / "input"
     _with_enrollment_of_term(make_institution_dir(300, seed=1), input_dir, "2031-32")
@@ -225,10 +218,6 @@ def test_an_enrollment_of_a_later_term_is_an_input_error(make_institution_dir, c
     assert "student_course_enrollment.csv" in str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "BUG (quality.md): every run reports prerequisite_violations (current enrollments whose mandatory "
-    "prerequisites are not in the student's history), but stage2/metrics.py compute_quality has no such "
-    "measure (nor does README's list)"))
 def test_prerequisite_violations_are_reported_and_recomputed(demo_run):
     input_dir, out, _ = demo_run
     report = json.loads((out / "quality_report.json").read_text())

@@ -18,8 +18,8 @@ def test_the_pipeline_tables_are_wired():
     check_wiring(REBATCH_STAGES, ["config", "input_dir", "run"])
     assert [s.name for s in BATCHING_STAGES[:len(DRY_RUN_STAGES)]] == [s.name for s in DRY_RUN_STAGES]
     fresh = Stage2Config()
-    assert steps(fresh) == ["validation", "configuration", "sizing", "features", "clustering", "allocation",
-                            "membership", "enrollment", "faculty", "metrics", "outputs", "reports"]
+    assert steps(fresh) == ["validation", "configuration", "prerequisites", "sizing", "features", "clustering",
+                            "allocation", "membership", "enrollment", "faculty", "metrics", "outputs", "reports"]
     assert {s.name for s in BATCHING_STAGES if s.checkpoint} == {"sizing", "clustering", "allocation"}
 
 
@@ -28,11 +28,12 @@ def test_the_configuration_chooses_the_table():
     assert stage_table(config) is BATCHING_STAGES
     config.rebatch.previous_run = "previous"
     assert stage_table(config) is REBATCH_STAGES
-    assert steps(config)[2:6] == ["previous_run", "sizing", "features", "classification"]
+    assert steps(config)[2:7] == ["prerequisites", "previous_run", "sizing", "features", "classification"]
     # a re-batch reads its previous run afresh: only the plan, which does not depend on it, is checkpointed
     assert {s.name for s in REBATCH_STAGES if s.checkpoint} == {"sizing"}
     config.dry_run = True  # a dry run of a re-batch checks the previous run too
-    assert [s.name for s in stage_table(config)] == ["validation", "configuration", "previous_run", "sizing"]
+    assert [s.name for s in stage_table(config)] == ["validation", "configuration", "prerequisites", "previous_run",
+                                                     "sizing"]
     config.rebatch.previous_run = None
     assert stage_table(config) is DRY_RUN_STAGES
 

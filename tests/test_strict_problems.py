@@ -188,6 +188,24 @@ def test_an_undersized_group_and_a_faculty_shortfall_are_reported_together(insti
     assert not (out / "faculty_report.csv").exists()
 
 
+def test_unmet_prerequisites_join_the_plan_and_room_problems_and_set_the_exit(institution, compose_config, tmp_path):
+    """enrollment.prerequisites=strict on an export without history (every enrollment in a
+    course with a mandatory prerequisite is ineligible): PREREQUISITE_NOT_MET (input, exit 3)
+    is listed with the undersized group and the room shortage, and is the most severe."""
+    undersized_group(institution)
+    one_room(institution)
+    out = with_stale_outputs(tmp_path / "out")
+    with pytest.raises(StrictProblems) as caught:
+        run_batching(compose_config, institution, out, ["strict=true", "enrollment.prerequisites=strict", *SIZES])
+    error = caught.value
+    assert [p.code for p in error.problems] == ["PREREQUISITE_NOT_MET", "CONSTRAINT_VIOLATION", "INSUFFICIENT_ROOMS"]
+    assert error.exit_code == EXIT_CODES["input"] == 3 and error.code == "STRICT_CHECKS_FAILED"
+    codes = issue_codes(out)
+    assert codes[-2:] == ["CONSTRAINT_VIOLATION", "INSUFFICIENT_ROOMS"]
+    assert set(codes[:-2]) == {"PREREQUISITE_NOT_MET"} and len(codes) > 3  # each enrollment named
+    assert_no_outputs(out)
+
+
 def test_two_undersized_groups_are_two_problems_of_one_code(institution, compose_config, tmp_path):
     first = undersized_group(institution)
     undersized_group_of(institution, other_program(institution, first))

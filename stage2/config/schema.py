@@ -180,10 +180,21 @@ class ResourcesConfig:
     faculty: FacultyConfig = field(default_factory=FacultyConfig)
 
 
+#: ``enrollment.prerequisites`` values: no check | list the ineligible enrollments | also leave
+#: them out of the batching | fail the run (``PREREQUISITE_NOT_MET``)
+PREREQUISITE_POLICIES: tuple[str, ...] = ("off", "report", "exclude", "strict")
+
+
 @dataclass
 class EnrollmentConfig:
     #: share of a batch's members taking a course for the batch to attend it (``ENROLLED``)
     shared_threshold: float = 0.5
+    #: what to do with a current enrollment whose mandatory prerequisites are not in the
+    #: student's history: one of :data:`PREREQUISITE_POLICIES` (EAV may set it per programme)
+    prerequisites: str = "report"
+    #: ineligible (student, course, prerequisite) rows listed in quality_report.json (all of
+    #: them are in prerequisite_report.csv) and named by a strict failure
+    prerequisites_listed: int = 100
 
 
 @dataclass

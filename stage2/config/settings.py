@@ -14,6 +14,8 @@ code                        entity types     value
 ``weights.size``
 ``enrollment.shared_threshold`` INSTITUTION, number in [0, 1]
                             TENANT
+``enrollment.prerequisites`` INSTITUTION,    ``off``, ``report``, ``exclude`` or ``strict``
+                            TENANT, PROGRAM
 ``constraint.<name>``       INSTITUTION,     JSON object with ``field_name``, ``rule_type``,
                             TENANT, PROGRAM, ``constraint_level``, ``weight``, ``threshold``
                             COURSE (soft)
@@ -43,6 +45,7 @@ from omegaconf import DictConfig
 from stage2.config.schema import (
     CONSTRAINT_LEVELS,
     PARALLEL_BACKENDS,
+    PREREQUISITE_POLICIES,
     RULE_TYPES,
     SCOPE_TYPES,
     FacultyConfig,
@@ -155,9 +158,19 @@ class BatchingSettings:
     program_bounds: Mapping[str, SizeBounds] = field(default_factory=dict)
     overrides: tuple[AppliedOverride, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: ``enrollment.prerequisites``, institution-wide (one of ``PREREQUISITE_POLICIES``)
+    prerequisite_policy: str = "report"
+    #: programme id -> its ``enrollment.prerequisites`` where an EAV value sets one
+    program_prerequisite_policies: Mapping[str, str] = field(default_factory=dict)
 
     def bounds_for(self, program_id: str | None) -> SizeBounds:
         return self.program_bounds.get(program_id, self.bounds) if program_id else self.bounds
+
+    def prerequisite_policy_for(self, program_id: str | None) -> str:
+        """The ``enrollment.prerequisites`` policy for a programme's students."""
+        if program_id is None:
+            return self.prerequisite_policy
+        return self.program_prerequisite_policies.get(program_id, self.prerequisite_policy)
 
     def rules_for_program(self, program_id: str | None) -> list[ConstraintRule]:
         """Rules in force for a programme's students: programme-scoped rules replace the
@@ -378,11 +391,13 @@ def _apply_eav(
     shared_threshold: float,
     rules: dict[tuple[str, str, str | None], ConstraintRule],
     sources: dict[str, str] | None = None,
+    prerequisite_policies: dict[str | None, str] | None = None,
 ) -> tuple[dict[str, dict[str, int]], float, list[AppliedOverride], list[str]]:
     """Apply the EAV rows in force. ``sources`` (filled in if given) maps each overridden key
     (``batch_size.min``, ``batch_size[<program>].max``, ``weights.size``,
     ``enrollment.shared_threshold``, ``rule:<source>``) to the EAV row that set it, so that a
-    value failing a later check is reported at its row."""
+    value failing a later check is reported at its row. ``prerequisite_policies`` (filled in
+    if given) maps ``None`` (everyone) or a programme id to its ``enrollment.prerequisites``."""
     program_bounds: dict[str, dict[str, int]] = {}
     applied: list[AppliedOverride] = []
     warnings: list[str] = []
@@ -433,6 +448,13 @@ def _apply_eav(
             except (TypeError, ValueError) as exc:
                 raise ConfigurationError(f"{code} must be a number, got {value!r}", where=where) from exc
             sources[code] = where
+        elif code == "enrollment.prerequisites":
+            policy = str(value).strip().lower()
+            if policy not in PREREQUISITE_POLICIES or entity_type not in (*GLOBAL_SCOPES, "PROGRAM"):
+                raise ConfigurationError(f"{code} for {entity_type} must be one of {', '.join(PREREQUISITE_POLICIES)} "
+                                         f"(for INSTITUTION, TENANT or PROGRAM), got {value!r}", where=where)
+            if prerequisite_policies is not None:
+                prerequisite_policies[None if entity_type in GLOBAL_SCOPES else entity_id] = policy
         elif code.startswith("constraint."):
             if not isinstance(value, Mapping):
                 raise ConfigurationError("a constraint rule needs a JSON object value",
@@ -480,12 +502,16 @@ def build_settings(cfg: Stage2Config | DictConfig | Mapping[str, Any], data: Any
     applied: list[AppliedOverride] = []
     warnings: list[str] = []
     sources: dict[str, str] = {}
+    prerequisite_policies: dict[str | None, str] = {}
     if data is not None:
         eav = _eav_values_in_force(data, as_of, tenant_id)
         if not eav.empty:
             program_bounds_raw, shared_threshold, applied, warnings = _apply_eav(
-                eav, bounds, weights, shared_threshold, rules, sources
+                eav, bounds, weights, shared_threshold, rules, sources, prerequisite_policies
             )
+    if conf.enrollment.prerequisites not in PREREQUISITE_POLICIES:
+        raise ConfigurationError(f"enrollment.prerequisites={conf.enrollment.prerequisites!r} is not one of "
+                                 f"{', '.join(PREREQUISITE_POLICIES)}", where="enrollment.prerequisites")
 
     global_bounds = SizeBounds(int(bounds["min"]), int(bounds["target"]), int(bounds["max"]))
     bound_keys = [f"batch_size.{k}" for k in ("min", "target", "max")]
@@ -526,6 +552,8 @@ def build_settings(cfg: Stage2Config | DictConfig | Mapping[str, Any], data: Any
         deviation_cost=size_deviation_cost(weights_obj, float(conf.batch_size.deviation_cost)),
         overrides=tuple(applied),
         warnings=tuple(warnings),
+        prerequisite_policy=prerequisite_policies.pop(None, conf.enrollment.prerequisites),
+        program_prerequisite_policies={k: v for k, v in prerequisite_policies.items() if k is not None},
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from stage2.contract.csvio import string_isin
@@ -65,12 +66,29 @@ class InstitutionData:
 
     @cached_property
     def active_enrollments(self) -> pd.DataFrame:
-        """(student_id, course_id) of the active students' enrollments: the two columns the
-        batching stages read (the full rows stay in ``enrollments``; copying all six columns
-        of millions of rows would cost hundreds of MB)."""
-        pairs = self.enrollments[["student_id", "course_id"]]
+        """(student_id, course_id) of the active students' current-term enrollments: what is
+        batched (the full rows stay in ``enrollments``; copying all columns of millions of rows
+        would cost hundreds of MB). History rows (``is_history``) are left out."""
+        return self._active_pairs(history=False)
+
+    @cached_property
+    def history(self) -> pd.DataFrame:
+        """(student_id, course_id[, grade]) of the active students' enrollments of an earlier
+        term than their own: the courses they took before (for prerequisites)."""
+        return self._active_pairs(history=True)
+
+    def _active_pairs(self, *, history: bool) -> pd.DataFrame:
+        columns = ["student_id", "course_id"] + (["grade"] if history and "grade" in self.enrollments else [])
+        pairs = self.enrollments[columns]
+        keep = None
+        if "is_history" in self.enrollments:
+            is_history = self.enrollments["is_history"].to_numpy(dtype=bool)
+            if history or is_history.any():
+                keep = is_history if history else ~is_history
+        elif history:
+            keep = np.zeros(len(pairs), dtype=bool)
         active = self.students["is_active"]
-        if bool(active.all()):
-            return pairs
-        keep = string_isin(pairs["student_id"], self.students.loc[active, "student_id"])
-        return pairs.loc[keep].reset_index(drop=True)
+        if not bool(active.all()):
+            in_active = string_isin(pairs["student_id"], self.students.loc[active, "student_id"])
+            keep = in_active if keep is None else keep & in_active
+        return pairs if keep is None else pairs.loc[keep].reset_index(drop=True)

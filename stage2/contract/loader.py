@@ -26,6 +26,11 @@ Resolved points the contract leaves open (also in ``stage2/contract/README.md``)
   default (``max_hours_per_week`` 18, ``competency_level`` 6, ``is_active`` true). Competencies
   without ``faculty.csv`` cannot be checked against it: they are ignored with a warning (the
   faculty check is then skipped).
+- Enrollment rows of a term earlier than their student's are history (``is_history``), used
+  only for prerequisites; a later term is ``LATER_TERM_ENROLLMENT`` (term order:
+  :mod:`stage2.contract.history`). An active student needs a current-term enrollment. An
+  optional numeric ``grade`` column of the enrollments is kept (``Float64``).
+- A cycle in ``course_prerequisites.csv`` is a ``PREREQUISITE_CYCLE`` naming its courses.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from stage2.contract.csvio import (
     tuples_by_label,
     upper_enum,
 )
+from stage2.contract.history import CURRENT, HISTORY, LATER, UNORDERED, classify_terms, prerequisite_cycles
 from stage2.contract.institution import InstitutionData
 from stage2.errors import InputValidationError, ValidationIssue
 
@@ -94,6 +100,10 @@ ENROLLMENT_COLUMNS: tuple[str, ...] = (
     "semester",
     "enrollment_date",
 )
+#: Column of :attr:`InstitutionData.enrollments`: the row is of an earlier term than its student's.
+IS_HISTORY = "is_history"
+#: Optional numeric column of ``student_course_enrollment.csv``: the grade of a history row.
+GRADE = "grade"
 #: The one shift used when ``shifts.csv`` is absent.
 DEFAULT_SHIFT: dict[str, str] = {
     "shift_id": "DEFAULT",
@@ -137,6 +147,7 @@ SPECS: dict[str, TableSpec] = {
             schemas.StudentCourseEnrollment,
             ("student_id", "course_id"),
             integers=("semester",),
+            floats=(GRADE,),
             booleans=("is_mandatory",),
         ),
         TableSpec(
@@ -271,12 +282,14 @@ class _Loader:
             frame, file, names = enrollments.frame, enrollments.file, enrollments.names
             self._references(frame, students, "student_id", file, STUDENTS, names, rows=enrollments.student_rows)
             self._references(frame, courses, "course_id", file, COURSES, names, rows=enrollments.course_rows)
-            self._students_without_courses(students, frame, enrollments.student_rows)
+            current = self._enrollment_terms(students, enrollments)
+            self._students_without_courses(students, frame.loc[current], _masked(enrollments.student_rows, current))
         if prerequisites is not None:
             self._references(prerequisites, courses, "course_id", PREREQUISITES, COURSES)
             self._references(
                 prerequisites, courses, "prerequisite_course_id", PREREQUISITES, COURSES, target_column="course_id"
             )
+            self._prerequisite_cycles(prerequisites)
         if competencies is not None:
             self._references(competencies, faculty, "faculty_id", COMPETENCIES, FACULTY)
             self._references(competencies, courses, "course_id", COMPETENCIES, COURSES)
@@ -295,7 +308,8 @@ class _Loader:
             students=_fresh(students),
             programs=_fresh(programs),
             courses=_fresh(courses),
-            enrollments=_fresh(enrollments.frame.loc[:, list(ENROLLMENT_COLUMNS)]),
+            enrollments=_fresh(enrollments.frame.loc[:, [*ENROLLMENT_COLUMNS, IS_HISTORY,
+                                                         *([GRADE] if GRADE in enrollments.frame else [])]]),
             rooms=_fresh(rooms),
             shifts=_fresh(shifts),
             prerequisites=_fresh_or_none(prerequisites),
@@ -580,6 +594,49 @@ class _Loader:
             f"not a {target_column or column} of {target_file}",
         )
 
+    def _enrollment_terms(self, students: pd.DataFrame | None, enrollments: _Enrollments) -> np.ndarray:
+        """Mark each enrollment row of an earlier term than its student's as history (column
+        :data:`IS_HISTORY`), report rows of a later term or of a year that cannot be ordered, and
+        return the mask of the current rows."""
+        frame = enrollments.frame
+        rows = enrollments.student_rows
+        if students is None or rows is None or enrollments.file != ENROLLMENTS:
+            # the list column's rows take the student's own term: all current
+            frame[IS_HISTORY] = False
+            return np.ones(len(frame), dtype=bool)
+        term_columns = ("academic_year", "semester")
+        if any(i.file in (STUDENTS, ENROLLMENTS) and i.column in term_columns for i in self.issues):
+            # a term already reported as broken cannot be ordered: its rows are checked once it is fixed
+            frame[IS_HISTORY] = False
+            return np.ones(len(frame), dtype=bool)
+        known = rows >= 0
+        position = np.maximum(rows, 0)
+        term = classify_terms(frame["academic_year"], frame["semester"],
+                              students["academic_year"].iloc[position], students["semester"].iloc[position])
+        term[~known] = CURRENT  # an unknown student is a DANGLING_REFERENCE already
+        frame[IS_HISTORY] = term == HISTORY
+        later = term == LATER
+        if later.any():
+            self.issues += row_issues(
+                "LATER_TERM_ENROLLMENT", ENROLLMENTS, "academic_year", _term_text(frame.loc[later]),
+                "enrollment of a later term than the student's current academic_year/semester in student_data.csv",
+            )
+        unordered = term == UNORDERED
+        if unordered.any():
+            self.issues += row_issues(
+                "INVALID_VALUE", ENROLLMENTS, "academic_year", frame.loc[unordered, "academic_year"],
+                "cannot be ordered against the student's academic_year (different text, and not both with a "
+                "four-digit starting year)",
+            )
+        return term != HISTORY
+
+    def _prerequisite_cycles(self, prerequisites: pd.DataFrame) -> None:
+        """PREREQUISITE_CYCLE for every set of courses that (directly or not) require each other."""
+        for cycle in prerequisite_cycles(prerequisites["course_id"], prerequisites["prerequisite_course_id"]):
+            self._issue("PREREQUISITE_CYCLE", PREREQUISITES,
+                        f"the prerequisites form a cycle: {' -> '.join(cycle)} (each is a prerequisite of the next)",
+                        column="prerequisite_course_id")
+
     def _no_active_students(self, students: pd.DataFrame | None) -> None:
         """Nothing to batch is an error, not an empty success: Stage 3 would get empty tables."""
         if students is None or students["is_active"].any():
@@ -621,7 +678,7 @@ class _Loader:
             STUDENTS,
             "student_id",
             students.loc[without, "student_id"],
-            "active student has no course enrollment",
+            "active student has no course enrollment of its current term",
         )
 
     # ---------------------------------------------------------------------------- issues
@@ -663,6 +720,16 @@ def _repeated_pairs(
             return None
     duplicated = frame.duplicated(subset=["student_id", "course_id"], keep="first").to_numpy()
     return duplicated if duplicated.any() else None
+
+
+def _masked(rows: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
+    return None if rows is None else rows[mask]
+
+
+def _term_text(frame: pd.DataFrame) -> pd.Series:
+    """``<academic_year> semester <n>`` of each row, for messages."""
+    semester = frame["semester"].astype("string").fillna("?")
+    return frame["academic_year"].astype("string").fillna("") + " semester " + semester
 
 
 def _enrollments_from_list(students: pd.DataFrame, items: pd.Series) -> pd.DataFrame:

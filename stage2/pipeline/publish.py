@@ -29,6 +29,7 @@ from stage2.outputs import (
     BATCH_QUALITY,
     FACULTY_LOAD_TABLE,
     FACULTY_REPORT_TABLE,
+    PREREQUISITE_REPORT,
     QUALITY_REPORT,
     REBATCH_DIFF_TABLE,
     RESOLVED_CONFIG,
@@ -38,6 +39,7 @@ from stage2.outputs import (
     write_tables_atomically,
 )
 from stage2.pipeline.runner import Catalog, StageRunner
+from stage2.prerequisites import PrerequisiteCheck
 from stage2.reporting import AuditFailed, run_audit_notebook, write_reports
 from stage2.runlog import JSONL_FILE, audit
 from stage2.sizing import BatchPlan
@@ -118,6 +120,8 @@ def publish(catalog: Catalog, out: Path, runner: StageRunner, run: TrackingRun, 
     with runner.timed("outputs"):
         files = write_tables_atomically(out, tables)
         (out / BATCH_QUALITY).write_text(quality.batch_quality.to_csv(index=False))
+        check: PrerequisiteCheck = catalog["prerequisites"]
+        check.report.to_csv(out / PREREQUISITE_REPORT, index=False)
 
     for message in warnings:
         if message != run.unavailable:  # logged when it happened
@@ -147,7 +151,7 @@ def publish(catalog: Catalog, out: Path, runner: StageRunner, run: TrackingRun, 
         sample = data.active_students[["student_id", "program_id", "academic_year"]].head(DATASET_SAMPLE_ROWS)
         run.log_input_dataset(sample, source=str(data.input_dir), name=institution_name or data.input_dir.name,
                               digest=data.digest)
-        run.log_artifacts(files + [out / RESOLVED_CONFIG, out / BATCH_QUALITY])
+        run.log_artifacts(files + [out / RESOLVED_CONFIG, out / BATCH_QUALITY, out / PREREQUISITE_REPORT])
 
     with runner.timed("reports"):
         report_files = write_all_reports(out, config.report, run)
@@ -234,6 +238,7 @@ def dry_run_report(catalog: Catalog, run: TrackingRun | None = None) -> dict[str
                        "largest_planned_batch": largest_batch},
         "groups": group_records(plan),
         "eav_overrides": [vars(o) for o in settings.overrides],
+        "prerequisites": prerequisite_section(catalog["prerequisites"], catalog["config"]),
         "warnings": warnings,
     }
 
@@ -274,8 +279,25 @@ def quality_report(catalog: Catalog, run: TrackingRun, warnings: list[str],
         "rules": [asdict(r) for r in settings.rules],
         "rule_breaches": quality.rule_breaches,
         "faculty": catalog["faculty"].summary(),
+        "prerequisites": prerequisite_section(catalog["prerequisites"], catalog["config"]),
         "warnings": warnings,
         "config": resolved,
+    }
+
+
+def prerequisite_section(check: PrerequisiteCheck, config: Stage2Config) -> dict[str, Any]:
+    """The ``prerequisites`` section of ``quality_report.json``: the policy, the counts and the
+    first ``enrollment.prerequisites_listed`` rows of ``prerequisite_report.csv``."""
+    listed = config.enrollment.prerequisites_listed
+    return {
+        "policy": check.policy,
+        "program_policies": check.program_policies,
+        "violations": check.violations,
+        "excluded": check.excluded,
+        "grades_not_checkable": check.not_checkable,
+        "n_rows": len(check.report),
+        "rows": check.report.head(listed).to_dict(orient="records"),
+        "file": PREREQUISITE_REPORT,
     }
 
 

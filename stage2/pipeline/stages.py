@@ -1,5 +1,6 @@
-"""The batching stages as a table: validation → configuration → batch sizing → course features →
-clustering → room/shift allocation → membership → enrollment → faculty → metrics.
+"""The batching stages as a table: validation → configuration → prerequisites → batch sizing →
+course features → clustering → room/shift allocation → membership → enrollment → faculty →
+metrics.
 
 Each entry names a plain function of a stage module (or a thin adapter here that picks its
 arguments from the configuration), its inputs and its outputs. The catalog starts with
@@ -32,6 +33,7 @@ from stage2.features import CourseMatrix, course_matrix, course_set_digests
 from stage2.membership import COURSE_SET_COLUMN, DEFAULT_TENANT, build_batches, build_membership
 from stage2.metrics import QualityReport, compute_quality
 from stage2.pipeline.runner import Catalog, Stage
+from stage2.prerequisites import PrerequisiteCheck, check_prerequisites
 from stage2.rebatching import (
     CHANGED,
     FORCED,
@@ -66,21 +68,30 @@ def configure(config: Stage2Config, data: InstitutionData) -> tuple[BatchingSett
     return build_settings(config, data), home_rooms(data.rooms, config.resources.room_types)
 
 
+def prerequisites(data: InstitutionData, settings: BatchingSettings,
+                  config: Stage2Config) -> tuple[PrerequisiteCheck, pd.DataFrame]:
+    """The prerequisite check (:func:`stage2.prerequisites.check_prerequisites`) and the
+    enrollments batched: the active students' current ones, minus those ``exclude`` leaves out."""
+    check = check_prerequisites(data.active_students, data.active_enrollments, data.history, data.prerequisites,
+                                settings, listed=config.enrollment.prerequisites_listed)
+    return check, check.batched
+
+
 def size_groups(data: InstitutionData, settings: BatchingSettings, rooms: pd.DataFrame) -> BatchPlan:
     largest_room = int(rooms["capacity"].max()) if len(rooms) else None
     return plan_batches(data.active_students, settings, largest_room)
 
 
-def course_features(data: InstitutionData) -> tuple[CourseMatrix, np.ndarray]:
-    """The active students' course matrix and course-set digests, computed once for the
-    clustering, the membership table and a re-batch's comparisons."""
-    courses = course_matrix(data.active_students["student_id"], data.active_enrollments)
+def course_features(data: InstitutionData, enrollments: pd.DataFrame) -> tuple[CourseMatrix, np.ndarray]:
+    """The active students' course matrix (of the batched ``enrollments``) and course-set
+    digests, computed once for the clustering, the membership table and a re-batch's comparisons."""
+    courses = course_matrix(data.active_students["student_id"], enrollments)
     return courses, course_set_digests(courses)
 
 
 def cluster(data: InstitutionData, plan: BatchPlan, settings: BatchingSettings, config: Stage2Config,
-            courses: CourseMatrix) -> Clustering:
-    return cluster_groups(data.active_students, data.active_enrollments, plan, settings, config.algorithm,
+            courses: CourseMatrix, enrollments: pd.DataFrame) -> Clustering:
+    return cluster_groups(data.active_students, enrollments, plan, settings, config.algorithm,
                           parallel=config.parallel, courses=courses.matrix)
 
 
@@ -135,10 +146,10 @@ def assign_members(data: InstitutionData, clustering: Clustering, plan: BatchPla
     return batches, membership
 
 
-def enroll(batches: pd.DataFrame, membership: pd.DataFrame, data: InstitutionData,
+def enroll(batches: pd.DataFrame, membership: pd.DataFrame, data: InstitutionData, enrollments: pd.DataFrame,
            settings: BatchingSettings) -> pd.DataFrame:
-    """``batch_course_enrollment``."""
-    return build_batch_course_enrollment(batches, membership, data.active_enrollments, data.courses,
+    """``batch_course_enrollment`` of the batched ``enrollments``."""
+    return build_batch_course_enrollment(batches, membership, enrollments, data.courses,
                                          shared_threshold=settings.shared_threshold, timestamp=settings.as_of)
 
 
@@ -159,16 +170,18 @@ def check_teaching_load(batch_courses: pd.DataFrame, data: InstitutionData, sett
 
 
 def measure(batches: pd.DataFrame, membership: pd.DataFrame, batch_courses: pd.DataFrame, data: InstitutionData,
-            settings: BatchingSettings, config: Stage2Config, faculty: FacultyCheck) -> QualityReport:
+            enrollments: pd.DataFrame, prerequisite_check: PrerequisiteCheck, settings: BatchingSettings,
+            config: Stage2Config, faculty: FacultyCheck) -> QualityReport:
     """The quality measures (with ``faculty_coverage`` when the faculty check ran); then every
     contract invariant and the output schemas are checked (:class:`~stage2.errors.InvariantViolation`
     otherwise)."""
     quality = compute_quality(
-        batches, membership, batch_courses, data.active_students, data.active_enrollments, settings,
+        batches, membership, batch_courses, data.active_students, enrollments, settings,
         thresholds=config.metrics.thresholds, silhouette_sample_size=config.metrics.silhouette_sample_size,
+        prerequisite_violations=prerequisite_check.violations,
     )
     quality.metrics.update(faculty.metrics)
-    check_invariants(batches, membership, batch_courses, data.active_students, data.active_enrollments,
+    check_invariants(batches, membership, batch_courses, data.active_students, enrollments,
                      hard_rule_failures=int(quality.metrics["hard_constraint_violations"] or 0))
     validate_output_tables(batches, membership, batch_courses)
     return quality
@@ -192,6 +205,15 @@ def _overrides_applied(catalog: Catalog) -> None:
               entity_type=override.entity_type, entity_id=override.entity_id, value=override.value)
 
 
+def _prerequisites_checked(catalog: Catalog) -> None:
+    check: PrerequisiteCheck = catalog["prerequisites"]
+    audit("prerequisites_checked", "prerequisites (%s%s): %s enrollments without a mandatory prerequisite, %d "
+          "excluded, %d minimum grades not checkable", check.policy,
+          f", per programme {check.program_policies}" if check.program_policies else "", check.violations,
+          check.excluded, check.not_checkable, policy=check.policy, program_policies=check.program_policies,
+          violations=check.violations, excluded=check.excluded, not_checkable=check.not_checkable)
+
+
 def _groups_planned(catalog: Catalog) -> None:
     plan: BatchPlan = catalog["plan"]
     for group in plan.groups:
@@ -205,23 +227,26 @@ def _groups_planned(catalog: Catalog) -> None:
 DRY_RUN_STAGES: tuple[Stage, ...] = (
     Stage("validation", validate_input, ("config", "input_dir"), ("data",), after=_input_read),
     Stage("configuration", configure, ("config", "data"), ("settings", "rooms"), after=_overrides_applied),
+    Stage("prerequisites", prerequisites, ("data", "settings", "config"), ("prerequisites", "enrollments"),
+          after=_prerequisites_checked, records_problems=True),
     Stage("sizing", size_groups, ("data", "settings", "rooms"), ("plan",), checkpoint=True, after=_groups_planned,
           records_problems=True),
 )
 
 #: every stage that computes a batching; nothing is written but checkpoints
 BATCHING_STAGES: tuple[Stage, ...] = DRY_RUN_STAGES + (
-    Stage("features", course_features, ("data",), ("courses", "course_sets")),
-    Stage("clustering", cluster, ("data", "plan", "settings", "config", "courses"), ("clustering",), checkpoint=True),
+    Stage("features", course_features, ("data", "enrollments"), ("courses", "course_sets")),
+    Stage("clustering", cluster, ("data", "plan", "settings", "config", "courses", "enrollments"), ("clustering",),
+          checkpoint=True),
     Stage("allocation", allocate, ("clustering", "plan", "data", "rooms", "settings", "config"), ("allocation",),
           checkpoint=True, records_problems=True),
     Stage("membership", assign_members, ("data", "clustering", "plan", "allocation", "course_sets", "settings",
                                          "config"), ("batches", "membership")),
-    Stage("enrollment", enroll, ("batches", "membership", "data", "settings"), ("batch_courses",)),
+    Stage("enrollment", enroll, ("batches", "membership", "data", "enrollments", "settings"), ("batch_courses",)),
     Stage("faculty", check_teaching_load, ("batch_courses", "data", "settings", "config"), ("faculty",),
           records_problems=True),
-    Stage("metrics", measure, ("batches", "membership", "batch_courses", "data", "settings", "config", "faculty"),
-          ("quality",)),
+    Stage("metrics", measure, ("batches", "membership", "batch_courses", "data", "enrollments", "prerequisites",
+                               "settings", "config", "faculty"), ("quality",)),
 )
 #: the stages after membership, shared by a fresh run and a re-batch
 _AFTER_MEMBERSHIP = BATCHING_STAGES[-3:]
@@ -352,12 +377,12 @@ def reassign_members(data: InstitutionData, rebatching: Rebatching, plan: BatchP
 
 def compare_with_previous(data: InstitutionData, rebatching: Rebatching, rebatch_plan: RebatchPlan,
                           batches: pd.DataFrame, previous: PreviousRun, plan: BatchPlan, settings: BatchingSettings,
-                          config: Stage2Config, courses: CourseMatrix) -> RebatchOutcome:
+                          config: Stage2Config, courses: CourseMatrix, enrollments: pd.DataFrame) -> RebatchOutcome:
     """``rebatch_diff.csv`` and the ``rebatch`` report figures; with ``rebatch.fresh_reference``
     also a fresh clustering's course SSE."""
     fresh_sse = None
     if config.rebatch.fresh_reference:
-        fresh = cluster(data, plan, settings, config, courses)
+        fresh = cluster(data, plan, settings, config, courses, enrollments)
         fresh_sse = course_sse(courses.matrix, fresh.batch_of_student)
     return rebatch_outcome(data.students, data.active_students, courses.matrix, batches,
                            rebatching.clustering.batch_of_student, rebatching.previous_row, rebatch_plan, previous,
@@ -370,8 +395,9 @@ def compare_with_previous(data: InstitutionData, rebatching: Rebatching, rebatch
 REBATCH_DRY_RUN_STAGES: tuple[Stage, ...] = (
     DRY_RUN_STAGES[0],
     DRY_RUN_STAGES[1],
-    Stage("previous_run", read_previous, ("config", "data"), ("previous",)),
     DRY_RUN_STAGES[2],
+    Stage("previous_run", read_previous, ("config", "data"), ("previous",)),
+    DRY_RUN_STAGES[3],
 )
 REBATCH_STAGES: tuple[Stage, ...] = REBATCH_DRY_RUN_STAGES + (
     BATCHING_STAGES[len(DRY_RUN_STAGES)],  # features
@@ -385,5 +411,5 @@ REBATCH_STAGES: tuple[Stage, ...] = REBATCH_DRY_RUN_STAGES + (
                                            "settings", "config"), ("batches", "membership")),
     *_AFTER_MEMBERSHIP,
     Stage("comparison", compare_with_previous, ("data", "rebatching", "rebatch_plan", "batches", "previous", "plan",
-                                                "settings", "config", "courses"), ("rebatch",)),
+                                                "settings", "config", "courses", "enrollments"), ("rebatch",)),
 )

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from stage2.contract import InstitutionData
     from stage2.metrics import QualityReport
+    from stage2.prerequisites import PrerequisiteCheck
 
 #: the files an audit reads, by table name
 RUN_FILES = {
@@ -82,7 +83,7 @@ RECHECKED_MEASURES = (
     "n_students", "n_batches", "n_groups", "academic_coherence", "course_sse", "course_sse_per_student",
     "sections_per_batch", "size_balance", "size_bound_violations", "hard_constraint_violations",
     "constraint_satisfaction_rate", "shift_preference_satisfaction", "resource_utilization",
-    "room_placement_rate", "silhouette_score",
+    "room_placement_rate", "silhouette_score", "prerequisite_violations",
 )  # fmt: skip
 #: a re-batch's student classes (``stage2.rebatching``), in the order the report lists them;
 #: the first three are the ones whose students can move
@@ -252,20 +253,39 @@ def _named(values: Iterable[Any], limit: int = 10) -> str:
     return ", ".join(map(str, values[:limit])) + (f" ... ({len(values)} in all)" if len(values) > limit else "")
 
 
-def recompute_quality(run: AuditRun, data: InstitutionData) -> QualityReport:
-    """The quality measures recomputed from the run's tables and its input, with the run's
-    configuration (EAV overrides applied as of the run's ``as_of``)."""
+def _run_settings(run: AuditRun, data: InstitutionData) -> tuple[Any, Any]:
+    """The run's configuration and settings (EAV overrides applied as of the run's ``as_of``)."""
     from stage2.config import build_settings
     from stage2.config.schema import to_stage2_config
-    from stage2.metrics import compute_quality
 
     raw = dict(run.config)
     raw["as_of"] = run.report.get("as_of") or raw.get("as_of")
     config = to_stage2_config(raw)
-    settings = build_settings(config, data)
+    return config, build_settings(config, data)
+
+
+def recheck_prerequisites(run: AuditRun, data: InstitutionData) -> PrerequisiteCheck:
+    """The prerequisite check of the run's input under its configuration: which enrollments it
+    batched (``exclude`` leaves some out) and its ``prerequisite_violations``."""
+    from stage2.prerequisites import check_prerequisites
+
+    config, settings = _run_settings(run, data)
+    return check_prerequisites(data.active_students, data.active_enrollments, data.history, data.prerequisites,
+                               settings, listed=config.enrollment.prerequisites_listed)
+
+
+def recompute_quality(run: AuditRun, data: InstitutionData, check: PrerequisiteCheck | None = None) -> QualityReport:
+    """The quality measures recomputed from the run's tables and its input, with the run's
+    configuration (EAV overrides applied as of the run's ``as_of``); ``check``: the run's
+    :func:`recheck_prerequisites` (computed when not given)."""
+    from stage2.metrics import compute_quality
+
+    config, settings = _run_settings(run, data)
+    check = check if check is not None else recheck_prerequisites(run, data)
     return compute_quality(
-        run.batches, run.membership, run.batch_courses, data.active_students, data.active_enrollments, settings,
+        run.batches, run.membership, run.batch_courses, data.active_students, check.batched, settings,
         thresholds=config.metrics.thresholds, silhouette_sample_size=config.metrics.silhouette_sample_size,
+        prerequisite_violations=check.violations,
     )
 
 
@@ -307,7 +327,11 @@ def integrity_failures(run: AuditRun, data: InstitutionData) -> list[str]:
         failures.append(f"the input directory {run.input_dir} changed since the run (files {_named(changed)}): "
                         "the run cannot be re-checked against the data it read")
     active = data.active_students
-    failures += invariant_failures(run.batches, run.membership, run.batch_courses, active, data.active_enrollments)
+    try:
+        check = recheck_prerequisites(run, data)
+    except Stage2Error as exc:
+        return failures + [f"the prerequisite check the run passed fails on its input: {exc.message.strip()}"]
+    failures += invariant_failures(run.batches, run.membership, run.batch_courses, active, check.batched)
     try:
         validate_output_tables(run.batches[list(STUDENT_BATCHES_COLUMNS)], run.membership, run.batch_courses)
     except Stage2Error as exc:
@@ -317,7 +341,7 @@ def integrity_failures(run: AuditRun, data: InstitutionData) -> list[str]:
         return failures
 
     try:
-        quality = recompute_quality(run, data)
+        quality = recompute_quality(run, data, check)
     except Exception as exc:  # noqa: BLE001 - reported, not hidden
         return [f"the quality measures could not be recomputed from the tables: {exc}"]
     hard = [b for b in quality.rule_breaches if b["level"] == "hard"]

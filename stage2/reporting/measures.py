@@ -39,6 +39,7 @@ QUALITY_MEASURES: dict[str, tuple[str, str]] = {
     "room_placement_rate": ("higher", "batches with a room and shift"),
     "silhouette_score": ("higher", "separation of the batches' course sets"),
     "faculty_coverage": ("higher", "section-hours the competent faculty can cover (max-flow), with the faculty tables"),
+    "prerequisite_violations": ("zero", "current enrollments without a mandatory prerequisite in the history"),
     "runtime_s": ("lower", "wall time of the run, seconds"),
     "peak_memory_mb": ("lower", "peak resident memory of the stage2 process (VmHWM), MiB"),
     "peak_memory_workers_mb": ("lower", "summed peak resident memory of the clustering worker processes, MiB"),

@@ -118,7 +118,7 @@ def test_valid_minimal_institution_loads_with_normalised_types(tmp_path: Path) -
     assert data.shifts["shift_type"].tolist() == ["MORNING", "EVENING"]
 
     enrollments = data.enrollments
-    assert tuple(enrollments.columns) == ENROLLMENT_COLUMNS
+    assert tuple(enrollments.columns) == (*ENROLLMENT_COLUMNS, "is_history")
     assert list(zip(enrollments["student_id"], enrollments["course_id"], strict=True)) == [
         ("S1", "C1"),
         ("S1", "C2"),

@@ -1,0 +1,104 @@
+"""Enrollment history and the prerequisite graph (contract "Enrollment history").
+
+**Term order.** A term is (``academic_year``, ``semester``). Two academic years are the same
+year when their text is equal; otherwise each is identified by its first four-digit number, the
+calendar year it starts in (``2024-25``, ``2024/2025`` and ``AY2024`` are the same year and come
+before ``2025-26``). Terms compare by year first, then by semester within the same year. An
+enrollment row is
+
+- *history* (a course taken before) when its term is earlier than its student's;
+- *current* (batched) when its term is the student's, or when it has no ``academic_year``, or
+  when the years are the same and either semester is empty;
+- *later* when its term is after the student's: an input error.
+
+Years that differ as text and do not both contain a four-digit number cannot be ordered: the
+row is an ``INVALID_VALUE``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.sparse import csgraph
+
+from stage2.contract.csvio import STRING_DTYPE
+
+HISTORY = -1
+CURRENT = 0
+LATER = 1
+#: a row whose year cannot be ordered against its student's
+UNORDERED = 2
+#: the pattern of a year's starting calendar year
+START_YEAR_PATTERN = r"(\d{4})"
+
+
+def start_year(academic_year: pd.Series) -> np.ndarray:
+    """The first four-digit number of each academic year as float (NaN when there is none)."""
+    # each distinct text once: millions of rows name a handful of years
+    codes, distinct = pd.factorize(academic_year.astype(STRING_DTYPE))
+    years = pd.Series(distinct, dtype=STRING_DTYPE).str.extract(START_YEAR_PATTERN, expand=False)
+    values = pd.to_numeric(years, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(codes >= 0, values[np.maximum(codes, 0)], np.nan) if len(values) else np.full(len(codes), np.nan)
+
+
+def classify_terms(
+    row_year: pd.Series, row_semester: pd.Series, student_year: pd.Series, student_semester: pd.Series
+) -> np.ndarray:
+    """Per enrollment row, :data:`HISTORY`, :data:`CURRENT`, :data:`LATER` or :data:`UNORDERED`
+    against its student's term (the four series aligned by position; see the module docstring)."""
+    # empty text for a missing year: the contract's years have at least four characters
+    row_text = row_year.astype(STRING_DTYPE).fillna("").to_numpy(dtype=object)
+    student_text = student_year.astype(STRING_DTYPE).fillna("").to_numpy(dtype=object)
+    has_year = (row_text != "") & (student_text != "")
+    same_text = has_year & (row_text == student_text)
+    row_start, student_start = start_year(row_year), start_year(student_year)
+    orderable = ~np.isnan(row_start) & ~np.isnan(student_start)
+    year_order = np.sign(np.where(orderable, row_start - student_start, 0.0)).astype(np.int64)
+    year_order[same_text] = 0
+    row_sem = row_semester.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    student_sem = student_semester.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    both_sem = ~np.isnan(row_sem) & ~np.isnan(student_sem)
+    semester_order = np.sign(np.where(both_sem, row_sem - student_sem, 0.0)).astype(np.int64)
+    order = np.where(year_order != 0, year_order, semester_order)
+    result = np.full(len(row_text), CURRENT, dtype=np.int8)
+    result[has_year & (order < 0)] = HISTORY
+    result[has_year & (order > 0)] = LATER
+    result[has_year & ~same_text & ~orderable] = UNORDERED
+    return result
+
+
+def prerequisite_cycles(course_id: pd.Series, prerequisite_id: pd.Series) -> list[list[str]]:
+    """Every strongly connected set of courses of the graph prerequisite → course, each as one
+    cycle through it (course ids in order, the first repeated at the end), sorted. A pair of
+    rows A→B and B→A is the cycle ``[A, B, A]``. Null ids are ignored."""
+    known = course_id.notna().to_numpy() & prerequisite_id.notna().to_numpy()
+    ids, codes = np.unique(np.concatenate([course_id[known].astype(str).to_numpy(),
+                                           prerequisite_id[known].astype(str).to_numpy()]), return_inverse=True)
+    n_edges = int(known.sum())
+    if n_edges == 0:
+        return []
+    target, source = codes[:n_edges], codes[n_edges:]
+    graph = sp.csr_matrix((np.ones(n_edges), (source, target)), shape=(len(ids), len(ids)))
+    n_components, component = csgraph.connected_components(graph, directed=True, connection="strong")
+    sizes = np.bincount(component, minlength=n_components)
+    cycles = []
+    for label in np.flatnonzero(sizes > 1):
+        members = np.flatnonzero(component == label)
+        cycles.append(_one_cycle(graph, members, ids))
+    return sorted(cycles)
+
+
+def _one_cycle(graph: sp.csr_matrix, members: np.ndarray, ids: np.ndarray) -> list[str]:
+    """A cycle through the smallest course of a strongly connected set: a shortest path from it
+    to a course with an edge back to it, by breadth-first search within the set."""
+    sub = graph[members][:, members]
+    start = 0  # members are sorted: the smallest course id
+    _, predecessors = csgraph.breadth_first_order(sub, start, directed=True, return_predecessors=True)
+    back = sub[:, start].nonzero()[0]
+    end = int(back[back != start][0])
+    path = [end]
+    while path[-1] != start:
+        path.append(int(predecessors[path[-1]]))
+    path.reverse()
+    return [str(ids[members[i]]) for i in [*path, start]]
