@@ -25,6 +25,7 @@ from conftest import assert_no_outputs, run_batching
 from stage2.contract import load_institution
 from stage2.contract.history import CURRENT, HISTORY, LATER, UNORDERED, classify_terms
 from stage2.errors import InputValidationError
+from stage2.reporting import audit
 
 P1 = [f"S{i:02d}" for i in range(1, 21)]
 P2 = [f"T{i:02d}" for i in range(1, 21)]
@@ -101,6 +102,13 @@ def test_report_lists_every_ineligible_enrollment_and_keeps_it(compose_config, t
     assert section["policy"] == "report" and section["violations"] == 34 and section["excluded"] == 0
     assert section["grades_not_checkable"] == 4 and section["n_rows"] == len(listed) == 38
     assert report["metrics"]["prerequisite_violations"] == 34
+    # the audit notebook's section shows the same figures and the first rows of the list
+    audited = audit.load_run(tmp_path / "out")
+    figures = audit.prerequisites_frame(audited).set_index("figure")["value"]
+    assert figures["policy"] == "report" and figures["prerequisite_violations"] == "34"
+    assert figures["grades not checkable"] == "4" and figures["rows listed"] == "38"
+    rows = audit.prerequisite_rows(audited)
+    assert rows.astype(str).equals(listed.head(len(rows)).astype(str)) and len(rows) > 0
 
 
 def test_exclude_leaves_ineligible_enrollments_out_of_the_batches(compose_config, tmp_path):
@@ -141,6 +149,8 @@ def test_strict_names_the_first_ones_and_counts_the_rest(compose_config, tmp_pat
 def test_off_checks_nothing_and_changes_nothing(compose_config, tmp_path):
     result, report, listed, expected = run(compose_config, tmp_path / "off", ["enrollment.prerequisites=off"])
     assert result.metrics["prerequisite_violations"] is None and listed.empty
+    assert audit.prerequisites_frame(audit.load_run(tmp_path / "off" / "out")) == (
+        "<p>not checked: enrollment.prerequisites=off</p>")
     assert expected[("P2", "C2")] == 20
     # without course_prerequisites.csv the same batches, and no violation
     plain, _, plain_listed, _ = run(compose_config, tmp_path / "none", prerequisites="")

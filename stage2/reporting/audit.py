@@ -834,6 +834,39 @@ def rebatch_frame(run: AuditRun) -> pd.DataFrame | None:
                         columns=["figure", "value", "meaning"])
 
 
+def prerequisites_frame(run: AuditRun) -> pd.DataFrame | str:
+    """The prerequisite check's figures (the ``prerequisites`` section of
+    ``quality_report.json``), one per row with what it means; a note when the run has none."""
+    p = run.report.get("prerequisites")
+    if not isinstance(p, dict):
+        return note_html("no prerequisite check in this run's report (a run of an older stage2)")
+    if p.get("policy") == "off" and not p.get("program_policies"):
+        return note_html("not checked: enrollment.prerequisites=off")
+    programmes = p.get("program_policies") or {}
+    rows = [
+        ("policy", p.get("policy"), "enrollment.prerequisites: off | report | exclude | strict"),
+        ("programmes with their own policy",
+         ", ".join(f"{k}: {v}" for k, v in sorted(programmes.items())) or "none", "EAV enrollment.prerequisites"),
+        ("prerequisite_violations", _count(p.get("violations")),
+         "current (student, course) enrollments lacking a mandatory prerequisite (or its minimum grade)"),
+        ("excluded", _count(p.get("excluded")), "(student, course) pairs left out of the batching (exclude)"),
+        ("grades not checkable", _count(p.get("grades_not_checkable")),
+         "prerequisites taken, with a minimum grade the history cannot show"),
+        ("rows listed", _count(p.get("n_rows")), str(p.get("file") or "prerequisite_report.csv")),
+    ]
+    return pd.DataFrame([(k, "" if v is None else str(v), m) for k, v, m in rows],
+                        columns=["figure", "value", "meaning"])
+
+
+def prerequisite_rows(run: AuditRun) -> pd.DataFrame | None:
+    """The first rows of ``prerequisite_report.csv`` (as many as ``quality_report.json``
+    lists); ``None`` when the run has no prerequisite section."""
+    p = run.report.get("prerequisites")
+    if not isinstance(p, dict):
+        return None
+    return pd.DataFrame(p.get("rows") or [])
+
+
 def faculty_frame(run: AuditRun) -> pd.DataFrame | str:
     """The faculty check's figures (the ``faculty`` section of ``quality_report.json``), one
     per row with what it means; a note saying why the check did not run when it did not."""

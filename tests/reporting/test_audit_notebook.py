@@ -59,7 +59,8 @@ def test_notebook_executes_into_an_html_report_without_code(run_copy, caplog):
             continue  # e.g. faculty_coverage, reported only with the faculty tables
         assert name in html, name
     for section in ("Configuration", "Integrity", "Quality measures", "Batch sizes per group",
-                    "Academic coherence per batch", "Rooms and shifts", "Rule breaches", "Faculty feasibility",
+                    "Academic coherence per batch", "Rooms and shifts", "Rule breaches", "Prerequisites",
+                    "Faculty feasibility",
                     "EAV overrides and warnings"):
         assert section in html, section
     assert "mlflow-run-0123" in html and report["data_digest"] in html
