@@ -20,7 +20,7 @@ from stage2.errors import EnvironmentFault
 
 #: free-text columns that a spreadsheet would evaluate if they began with a formula
 #: character; identifiers are written exactly (Stage 3 joins on them) and flagged instead
-TEXT_COLUMNS = ("batch_name", "student_name", "course_name")
+TEXT_COLUMNS = ("batch_name", "student_name", "course_name", "faculty_name")
 #: leading characters that make a spreadsheet cell a formula (OWASP CSV injection)
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 #: the tables Stage 3 reads, in the order they are written
@@ -136,10 +136,11 @@ def write_tables_atomically(output_dir: Path, tables: Mapping[str, pd.DataFrame]
 
 
 def remove_stage3_tables(output_dir: Path) -> None:
-    """Delete any Stage 3 CSV (and ``rebatch_diff.csv``, the faculty tables) in ``output_dir`` (a
-    failed run must leave none)."""
+    """Delete any Stage 3 CSV (and ``rebatch_diff.csv``, the faculty tables, the prerequisite
+    report) in ``output_dir`` (a failed run must leave none)."""
     for name in (*STAGE3_TABLES, REBATCH_DIFF_TABLE, FACULTY_REPORT_TABLE, FACULTY_LOAD_TABLE):
         (output_dir / f"{name}.csv").unlink(missing_ok=True)
+    (output_dir / PREREQUISITE_REPORT).unlink(missing_ok=True)
 
 
 def _json_safe(value: Any) -> Any:

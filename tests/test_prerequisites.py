@@ -135,6 +135,10 @@ def test_strict_fails_naming_every_ineligible_enrollment_and_writes_nothing(comp
     assert all("'C2'" in issue.message and "'C1'" in issue.message for issue in named)
     assert_no_outputs(out)
     assert json.loads((out / "errors.json").read_text())["error"]["code"] == "PREREQUISITE_NOT_MET"
+    # without strict=true the run stops at the prerequisites stage: nothing is clustered first
+    done = [json.loads(line).get("stage") for line in (out / "stage2.jsonl").read_text().splitlines()
+            if json.loads(line).get("event") == "stage_done"]
+    assert "configuration" in done and "sizing" not in done and "clustering" not in done
 
 
 def test_strict_names_the_first_ones_and_counts_the_rest(compose_config, tmp_path):

@@ -35,7 +35,8 @@ N_STUDENTS = 800
 SEED = 16
 #: batch sizes that make a group of three undersized and leave the other groups several batches
 SIZES = ("batch_size.min=5", "batch_size.target=20")
-STALE = ("student_batches.csv", "batch_student_membership.csv", "batch_course_enrollment.csv", "faculty_report.csv")
+STALE = ("student_batches.csv", "batch_student_membership.csv", "batch_course_enrollment.csv", "faculty_report.csv",
+         "prerequisite_report.csv")
 
 
 # ------------------------------------------------------------------------------------------
@@ -204,6 +205,7 @@ def test_unmet_prerequisites_join_the_plan_and_room_problems_and_set_the_exit(in
     assert codes[-2:] == ["CONSTRAINT_VIOLATION", "INSUFFICIENT_ROOMS"]
     assert set(codes[:-2]) == {"PREREQUISITE_NOT_MET"} and len(codes) > 3  # each enrollment named
     assert_no_outputs(out)
+    assert not (out / "prerequisite_report.csv").exists()  # the stale one removed
 
 
 def test_two_undersized_groups_are_two_problems_of_one_code(institution, compose_config, tmp_path):

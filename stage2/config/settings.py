@@ -48,6 +48,7 @@ from stage2.config.schema import (
     PREREQUISITE_POLICIES,
     RULE_TYPES,
     SCOPE_TYPES,
+    EnrollmentConfig,
     FacultyConfig,
     ParallelConfig,
     Stage2Config,
@@ -159,7 +160,7 @@ class BatchingSettings:
     overrides: tuple[AppliedOverride, ...] = ()
     warnings: tuple[str, ...] = ()
     #: ``enrollment.prerequisites``, institution-wide (one of ``PREREQUISITE_POLICIES``)
-    prerequisite_policy: str = "report"
+    prerequisite_policy: str = EnrollmentConfig.prerequisites
     #: programme id -> its ``enrollment.prerequisites`` where an EAV value sets one
     program_prerequisite_policies: Mapping[str, str] = field(default_factory=dict)
 
@@ -527,6 +528,9 @@ def build_settings(cfg: Stage2Config | DictConfig | Mapping[str, Any], data: Any
             )
     validate_parallel(conf.parallel)
     validate_faculty(conf.resources.faculty)
+    if conf.enrollment.prerequisites_listed < 0:
+        raise ConfigurationError(f"enrollment.prerequisites_listed={conf.enrollment.prerequisites_listed} must be "
+                                 "at least 0", where="enrollment.prerequisites_listed")
     program_bounds = {}
     for program_id, partial in sorted(program_bounds_raw.items()):
         merged = replace(global_bounds, **partial)

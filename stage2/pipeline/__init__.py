@@ -48,6 +48,7 @@ from stage2.pipeline.stages import BATCHING_STAGES, DRY_RUN_STAGES, REBATCH_DRY_
 from stage2.reporting import AuditFailed, stage_progress
 from stage2.runlog import audit, run_logging
 from stage2.tracking import tracking_run
+from stage2.tracking.store import redact_uri
 
 __all__ = ["BATCHING_STAGES", "REBATCH_STAGES", "BatchingResult", "Stage", "StageRunner", "load_config",
            "process_student_batching", "stage_table", "steps"]
@@ -182,8 +183,12 @@ def _run(cfg: DictConfig, out: Path, context: dict[str, Any], progress: Any) -> 
             raise
         raise cause from None
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    # the record of the configuration (resolved_config.yaml, quality_report.json, MLflow's params)
+    # names the tracking store without its credentials
+    if (resolved.get("tracking") or {}).get("uri"):
+        resolved["tracking"]["uri"] = redact_uri(str(resolved["tracking"]["uri"]))
     input_dir = Path(config.data.input_dir).resolve()
-    (out / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (out / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
     tags = {
         "stage2.version": __version__,
         "input_dir": str(input_dir),

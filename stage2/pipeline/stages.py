@@ -71,9 +71,13 @@ def configure(config: Stage2Config, data: InstitutionData) -> tuple[BatchingSett
 def prerequisites(data: InstitutionData, settings: BatchingSettings,
                   config: Stage2Config) -> tuple[PrerequisiteCheck, pd.DataFrame]:
     """The prerequisite check (:func:`stage2.prerequisites.check_prerequisites`) and the
-    enrollments batched: the active students' current ones, minus those ``exclude`` leaves out."""
+    enrollments batched: the active students' current ones, minus those ``exclude`` leaves out.
+    A ``strict`` policy's ``PREREQUISITE_NOT_MET`` is raised here, unless ``strict=true``, where
+    the runner reports it with every other strict problem."""
     check = check_prerequisites(data.active_students, data.active_enrollments, data.history, data.prerequisites,
                                 settings, listed=config.enrollment.prerequisites_listed)
+    if check.problems and not config.strict:  # only strict=true runs on to collect every problem
+        raise check.problems[0]
     return check, check.batched
 
 

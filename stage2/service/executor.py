@@ -28,12 +28,10 @@ from typing import Any
 from stage2.config.service import ServiceConfig
 from stage2.outputs import (
     ERRORS_FILE,
-    FACULTY_LOAD_TABLE,
-    FACULTY_REPORT_TABLE,
     QUALITY_REPORT,
-    REBATCH_DIFF_TABLE,
     STAGE3_TABLES,
     VALIDATION_REPORT,
+    remove_stage3_tables,
 )
 from stage2.runlog import JSONL_FILE
 from stage2.service.metrics import ServiceMetrics
@@ -283,8 +281,7 @@ class Executor:
         log.info("run %s %s", run_id, status)
 
     def _remove_stage3_tables(self, run_id: str) -> None:
-        for name in (*STAGE3_TABLES, REBATCH_DIFF_TABLE, FACULTY_REPORT_TABLE, FACULTY_LOAD_TABLE):
-            (self.paths.output_dir(run_id) / f"{name}.csv").unlink(missing_ok=True)
+        remove_stage3_tables(self.paths.output_dir(run_id))
 
     # ------------------------------------------------------------------ requests
 

@@ -22,6 +22,7 @@ from stage2.outputs import (
     ERRORS_FILE,
     FACULTY_LOAD_TABLE,
     FACULTY_REPORT_TABLE,
+    PREREQUISITE_REPORT,
     QUALITY_REPORT,
     REBATCH_DIFF_TABLE,
     VALIDATION_REPORT,
@@ -35,6 +36,7 @@ ARTIFACTS: dict[str, str] = {
     f"{REBATCH_DIFF_TABLE}.csv": "text/csv",
     f"{FACULTY_REPORT_TABLE}.csv": "text/csv",
     f"{FACULTY_LOAD_TABLE}.csv": "text/csv",
+    PREREQUISITE_REPORT: "text/csv",
     QUALITY_REPORT: "application/json",
     BATCH_QUALITY: "text/csv",
     "metrics.csv": "text/csv",
@@ -60,6 +62,7 @@ DOWNLOAD_TYPES: dict[str, str] = {
     "rebatch_diff": f"{REBATCH_DIFF_TABLE}.csv",
     "faculty_report": f"{FACULTY_REPORT_TABLE}.csv",
     "faculty_load": f"{FACULTY_LOAD_TABLE}.csv",
+    "prerequisite_report": PREREQUISITE_REPORT,
 }
 _CHUNK = 1 << 20
 

@@ -832,6 +832,17 @@ def test_the_store_credentials_are_never_printed(base_dir, compose_config, tmp_p
         assert "s3cret-pw" not in text and "alice" not in text
 
 
+def test_the_store_credentials_are_not_in_the_outputs_of_a_run(base_dir, compose_config, tmp_path, clean_env):
+    uri = DOWN_SERVER.replace("://", "://alice:s3cret-pw@")
+    out = tmp_path / "out"
+    run_batching(compose_config, base_dir, out,
+                 ["tracking.enabled=true", f"tracking.uri={uri}", "tracking.on_unavailable=warn"])
+    report = json.loads((out / "quality_report.json").read_text())
+    assert report["config"]["tracking"]["uri"] == DOWN_SERVER
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        assert b"s3cret-pw" not in path.read_bytes(), path
+
+
 @pytest.mark.parametrize("store", ["server-down", "damaged-file", "uncreatable"])
 def test_warn_mode_runs_untracked_and_says_so(store, base_dir, compose_config, tmp_path, clean_env):
     uri = {"server-down": DOWN_SERVER, "damaged-file": _corrupt_store(tmp_path),
