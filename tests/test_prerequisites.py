@@ -203,6 +203,23 @@ def test_history_rows_are_kept_apart_from_the_current_ones(tmp_path):
     assert len(data.active_enrollments) == 2 * 40 + 3
 
 
+def test_a_retake_keeps_the_current_row_and_the_history_row(tmp_path):
+    """S10 failed C2 in 2023-24 and takes it again now: the history row listed first must not
+    hide the current one (one pair per term). A current row without a term beside the same
+    course of the student's term is one enrollment (the repeat ignored, with a warning)."""
+    root = write_institution(tmp_path / "input")
+    path = root / "student_course_enrollment.csv"
+    header, *rows = path.read_text().splitlines()
+    path.write_text("\n".join([header, "S10,C2,2023-24,1,0.5", *rows, "S11,C0,,,"]) + "\n")
+    data = load_institution(root)
+    current = data.active_enrollments
+    assert sorted(current.loc[current["student_id"] == "S10", "course_id"]) == ["C0", "C2"]
+    assert (data.history["student_id"] == "S10").sum() == 1
+    assert (current["student_id"] == "S11").sum() == 2  # C0 once, C2
+    assert len(current) == 2 * 40 + 3
+    assert any("current enrollment(s) repeating the same (student_id, course_id) ignored" in w for w in data.warnings)
+
+
 def test_an_enrollment_of_a_later_term_is_named_by_row(tmp_path):
     extra = "S01,C3,2025-26,1,\nS02,C3,2024-25,4,\n"
     with pytest.raises(InputValidationError) as caught:

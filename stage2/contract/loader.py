@@ -41,7 +41,7 @@ import json
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,7 @@ from stage2.contract.csvio import (
 )
 from stage2.contract.history import CURRENT, HISTORY, LATER, UNORDERED, classify_terms, prerequisite_cycles
 from stage2.contract.institution import InstitutionData
+from stage2.contract.schemas import ENROLLMENT_TERM_KEY
 from stage2.errors import InputValidationError, ValidationIssue
 
 STUDENTS = "student_data.csv"
@@ -283,6 +284,8 @@ class _Loader:
             self._references(frame, students, "student_id", file, STUDENTS, names, rows=enrollments.student_rows)
             self._references(frame, courses, "course_id", file, COURSES, names, rows=enrollments.course_rows)
             current = self._enrollment_terms(students, enrollments)
+            enrollments, current = self._one_current_row_per_pair(enrollments, current)
+            frame = enrollments.frame
             self._students_without_courses(students, frame.loc[current], _masked(enrollments.student_rows, current))
         if prerequisites is not None:
             self._references(prerequisites, courses, "course_id", PREREQUISITES, COURSES)
@@ -526,8 +529,8 @@ class _Loader:
         if duplicated is not None:
             first = row_number(frame.index[duplicated][0])
             self.warnings.append(
-                f"{file}: {int(duplicated.sum())} repeated (student_id, course_id) enrollment(s) "
-                f"ignored, the first on row {first}"
+                f"{file}: {int(duplicated.sum())} repeated (student_id, course_id) enrollment(s) of the same "
+                f"term ignored, the first on row {first}"
             )
             frame = frame.loc[~duplicated]
             student_rows = None if student_rows is None else student_rows[~duplicated]
@@ -630,6 +633,23 @@ class _Loader:
             )
         return term != HISTORY
 
+    def _one_current_row_per_pair(self, enrollments: _Enrollments,
+                                  current: np.ndarray) -> tuple[_Enrollments, np.ndarray]:
+        """Drop the current rows repeating an earlier current (student_id, course_id) pair (a
+        row without a term beside one of the student's term), with a warning. History rows of
+        the same pair stay: a course taken before and taken again now is a retake."""
+        frame = enrollments.frame
+        repeated = np.zeros(len(frame), dtype=bool)
+        repeated[current] = frame.loc[current].duplicated(subset=["student_id", "course_id"], keep="first").to_numpy()
+        if not repeated.any():
+            return enrollments, current
+        self.warnings.append(
+            f"{enrollments.file}: {int(repeated.sum())} current enrollment(s) repeating the same (student_id, "
+            f"course_id) ignored, the first on row {row_number(frame.index[repeated][0])}")
+        keep = ~repeated
+        return (replace(enrollments, frame=frame.loc[keep], student_rows=_masked(enrollments.student_rows, keep),
+                        course_rows=_masked(enrollments.course_rows, keep)), current[keep])
+
     def _prerequisite_cycles(self, prerequisites: pd.DataFrame) -> None:
         """PREREQUISITE_CYCLE for every set of courses that (directly or not) require each other."""
         for cycle in prerequisite_cycles(prerequisites["course_id"], prerequisites["prerequisite_course_id"]):
@@ -711,14 +731,16 @@ class _Enrollments:
 def _repeated_pairs(
     frame: pd.DataFrame, student_rows: np.ndarray | None, course_rows: np.ndarray | None
 ) -> np.ndarray | None:
-    """Mask of the rows repeating an earlier (student_id, course_id) pair; ``None`` if none does."""
+    """Mask of the rows repeating an earlier (student_id, course_id) pair of the same term
+    (academic_year, semester); ``None`` if none does. The same pair in two terms is a retake:
+    the history row and the current one both stay."""
     if student_rows is not None and course_rows is not None and (student_rows >= 0).all() and (course_rows >= 0).all():
         # every id names a row of its table, so a pair of positions stands for a pair of ids,
         # and sorted numbers show repeats far faster than hashing millions of string pairs
         pairs = np.sort(student_rows * (int(course_rows.max(initial=0)) + 1) + course_rows)
         if not (pairs[1:] == pairs[:-1]).any():
             return None
-    duplicated = frame.duplicated(subset=["student_id", "course_id"], keep="first").to_numpy()
+    duplicated = frame.duplicated(subset=ENROLLMENT_TERM_KEY, keep="first").to_numpy()
     return duplicated if duplicated.any() else None
 
 

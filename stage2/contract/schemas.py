@@ -77,6 +77,8 @@ BATCH_COURSE_ENROLLMENT_COLUMNS: tuple[str, ...] = (
 # backend pandera knows (dask.dataframe, ...) — half a second of a small run's start-up.
 
 _STRING = pd.StringDtype()
+#: an enrollment is one (student, course) of one term: the same pair in an earlier term is history
+ENROLLMENT_TERM_KEY: tuple[str, ...] = ("student_id", "course_id", "academic_year", "semester")
 _INT = pd.Int64Dtype()
 _FLOAT = pd.Float64Dtype()
 _BOOLEAN = pd.BooleanDtype()
@@ -180,7 +182,7 @@ StudentCourseEnrollment = _input(
         "semester": _semester(required=True),
         "enrollment_date": _column(_STRING),
     },
-    unique=["student_id", "course_id"],
+    unique=list(ENROLLMENT_TERM_KEY),
 )
 
 Rooms = _input(
