@@ -61,17 +61,24 @@ def undersized_group(directory: Path, n: int = 3) -> str:
     active = [r for r in rows[1:] if r[h.index("is_active")].lower() in ("true", "t", "1", "yes", "")]
     program = active[0][h.index("program_id")]
     moved = [r for r in active if r[h.index("program_id")] == program][:n]
+    _move_to_semester(directory, rows, moved, "12")
+    return program
+
+
+def _move_to_semester(directory: Path, rows: list[list[str]], moved: list[list[str]], semester: str) -> None:
+    """Set ``semester`` on the ``moved`` rows of student_data.csv (``rows``, header first) and
+    on their enrollments, and write both files."""
+    h = rows[0]
     for r in moved:
-        r[h.index("semester")] = "12"
+        r[h.index("semester")] = semester
     _write(directory / "student_data.csv", rows)
     ids = {r[h.index("student_id")] for r in moved}
-    rows = _rows(directory / "student_course_enrollment.csv")
-    h = rows[0]
-    for r in rows[1:]:
-        if r[h.index("student_id")] in ids:
-            r[h.index("semester")] = "12"
-    _write(directory / "student_course_enrollment.csv", rows)
-    return program
+    enrollments = _rows(directory / "student_course_enrollment.csv")
+    e = enrollments[0]
+    for r in enrollments[1:]:
+        if r[e.index("student_id")] in ids:
+            r[e.index("semester")] = semester
+    _write(directory / "student_course_enrollment.csv", enrollments)
 
 
 def one_room(directory: Path) -> None:
@@ -227,16 +234,7 @@ def undersized_group_of(directory: Path, program: str, n: int = 2) -> None:
     rows = _rows(directory / "student_data.csv")
     h = rows[0]
     moved = [r for r in rows[1:] if r[h.index("program_id")] == program and r[h.index("semester")] != "12"][:n]
-    for r in moved:
-        r[h.index("semester")] = "11"
-    _write(directory / "student_data.csv", rows)
-    ids = {r[h.index("student_id")] for r in moved}
-    rows = _rows(directory / "student_course_enrollment.csv")
-    h = rows[0]
-    for r in rows[1:]:
-        if r[h.index("student_id")] in ids:
-            r[h.index("semester")] = "11"
-    _write(directory / "student_course_enrollment.csv", rows)
+    _move_to_semester(directory, rows, moved, "11")
 
 
 def other_program(directory: Path, program: str) -> str:
