@@ -639,10 +639,12 @@ class _Loader:
         row without a term beside one of the student's term), with a warning. History rows of
         the same pair stay: a course taken before and taken again now is a retake."""
         frame = enrollments.frame
-        repeated = np.zeros(len(frame), dtype=bool)
-        repeated[current] = frame.loc[current].duplicated(subset=["student_id", "course_id"], keep="first").to_numpy()
-        if not repeated.any():
+        in_current = _repeated_pairs(frame.loc[current], _masked(enrollments.student_rows, current),
+                                     _masked(enrollments.course_rows, current), key=("student_id", "course_id"))
+        if in_current is None:
             return enrollments, current
+        repeated = np.zeros(len(frame), dtype=bool)
+        repeated[current] = in_current
         self.warnings.append(
             f"{enrollments.file}: {int(repeated.sum())} current enrollment(s) repeating the same (student_id, "
             f"course_id) ignored, the first on row {row_number(frame.index[repeated][0])}")
@@ -729,18 +731,20 @@ class _Enrollments:
 
 
 def _repeated_pairs(
-    frame: pd.DataFrame, student_rows: np.ndarray | None, course_rows: np.ndarray | None
+    frame: pd.DataFrame, student_rows: np.ndarray | None, course_rows: np.ndarray | None,
+    key: tuple[str, ...] = ENROLLMENT_TERM_KEY,
 ) -> np.ndarray | None:
-    """Mask of the rows repeating an earlier (student_id, course_id) pair of the same term
-    (academic_year, semester); ``None`` if none does. The same pair in two terms is a retake:
-    the history row and the current one both stay."""
+    """Mask of the rows repeating an earlier row's ``key`` (default: the same (student_id,
+    course_id) pair of the same term, academic_year and semester); ``None`` if none does. The
+    same pair in two terms is a retake: the history row and the current one both stay. No
+    repeated pair at all is decided on the rows' integer positions, without hashing strings."""
     if student_rows is not None and course_rows is not None and (student_rows >= 0).all() and (course_rows >= 0).all():
         # every id names a row of its table, so a pair of positions stands for a pair of ids,
         # and sorted numbers show repeats far faster than hashing millions of string pairs
         pairs = np.sort(student_rows * (int(course_rows.max(initial=0)) + 1) + course_rows)
         if not (pairs[1:] == pairs[:-1]).any():
             return None
-    duplicated = frame.duplicated(subset=ENROLLMENT_TERM_KEY, keep="first").to_numpy()
+    duplicated = frame.duplicated(subset=list(key), keep="first").to_numpy()
     return duplicated if duplicated.any() else None
 
 

@@ -831,8 +831,7 @@ def rebatch_frame(run: AuditRun) -> pd.DataFrame | None:
         ("frozen groups", _named(frozen) if frozen else "none", "groups whose unchanged students were frozen to meet "
          "rebatch.max_moved"),
     ]
-    return pd.DataFrame([(k, "" if v is None else str(v), m) for k, v, m in rows],
-                        columns=["figure", "value", "meaning"])
+    return _figures_frame(rows)
 
 
 def prerequisites_frame(run: AuditRun) -> pd.DataFrame | str:
@@ -855,8 +854,7 @@ def prerequisites_frame(run: AuditRun) -> pd.DataFrame | str:
          "prerequisites taken, with a minimum grade the history cannot show"),
         ("rows listed", _count(p.get("n_rows")), str(p.get("file") or "prerequisite_report.csv")),
     ]
-    return pd.DataFrame([(k, "" if v is None else str(v), m) for k, v, m in rows],
-                        columns=["figure", "value", "meaning"])
+    return _figures_frame(rows)
 
 
 def prerequisite_rows(run: AuditRun) -> pd.DataFrame | None:
@@ -890,8 +888,7 @@ def faculty_frame(run: AuditRun) -> pd.DataFrame | str:
         ("courses short", _count(f.get("n_courses_short")), "courses missing hours (faculty_report.csv)"),
         ("faculty at capacity", _count(f.get("faculty_at_capacity")), "teachers the flow gives all their hours"),
     ]
-    return pd.DataFrame([(k, "" if v is None else str(v), m) for k, v, m in rows],
-                        columns=["figure", "value", "meaning"])
+    return _figures_frame(rows)
 
 
 def faculty_short_frame(run: AuditRun) -> pd.DataFrame | None:
@@ -902,6 +899,12 @@ def faculty_short_frame(run: AuditRun) -> pd.DataFrame | None:
     if not isinstance(f, dict) or not f.get("checked"):
         return None
     return pd.DataFrame(f.get("courses_short") or [])
+
+
+def _figures_frame(rows: list[tuple[str, Any, str]]) -> pd.DataFrame:
+    """``(figure, value, meaning)`` rows as the notebook's figure table (``None`` shown empty)."""
+    return pd.DataFrame([(k, "" if v is None else str(v), m) for k, v, m in rows],
+                        columns=["figure", "value", "meaning"])
 
 
 def dissolved_frame(run: AuditRun) -> pd.DataFrame | None:
