@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import assert_no_outputs, run_batching
@@ -247,6 +248,24 @@ def test_terms_order_by_starting_year_then_semester():
     row_semester = pd.Series([5, 1, 2, 3, 9, 1, 1, 1, None], dtype="Int64")
     terms = classify_terms(row_year, row_semester, pd.Series(["2024-25"] * 9), pd.Series([2] * 9, dtype="Int64"))
     assert terms.tolist() == [HISTORY, HISTORY, CURRENT, LATER, CURRENT, LATER, HISTORY, UNORDERED, CURRENT]
+
+
+
+def test_terms_looked_up_by_student_position_match_the_aligned_terms():
+    rng = np.random.default_rng(3)
+    years = np.array(["2023-24", "2024-25", "2024/2025", "", "AY2025", "later"], dtype=object)
+    student_year = pd.Series(rng.choice(years, 40), dtype="string").mask(rng.random(40) < 0.1)
+    student_semester = pd.Series(rng.integers(1, 4, 40), dtype="Int64").mask(rng.random(40) < 0.1)
+    rows = rng.integers(-1, 40, 500)
+    row_year = pd.Series(rng.choice(years, 500), dtype="string").mask(rng.random(500) < 0.1)
+    row_semester = pd.Series(rng.integers(1, 4, 500), dtype="Int64").mask(rng.random(500) < 0.1)
+    by_position = classify_terms(row_year, row_semester, student_year, student_semester, student_rows=rows)
+    known = rows >= 0
+    aligned = classify_terms(row_year, row_semester, student_year.iloc[np.maximum(rows, 0)].reset_index(drop=True),
+                             student_semester.iloc[np.maximum(rows, 0)].reset_index(drop=True))
+    assert (by_position[known] == aligned[known]).all()
+    assert (by_position[~known] == CURRENT).all()
+    assert {HISTORY, CURRENT, LATER, UNORDERED} <= set(by_position.tolist())
 
 
 # ------------------------------------------------------------------------------ cycles

@@ -35,33 +35,64 @@ START_YEAR_PATTERN = r"(\d{4})"
 
 def start_year(academic_year: pd.Series) -> np.ndarray:
     """The first four-digit number of each academic year as float (NaN when there is none)."""
-    # each distinct text once: millions of rows name a handful of years
+    codes, years = _year_codes(academic_year)
+    starts = _start_years(years)
+    return np.where(codes >= 0, starts[np.maximum(codes, 0)], np.nan) if len(starts) else np.full(len(codes), np.nan)
+
+
+def _year_codes(academic_year: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Each row's position in the distinct non-empty year texts (-1: missing or empty), and
+    those texts: millions of rows name a handful of years, so they are compared as integers."""
     codes, distinct = pd.factorize(academic_year.astype(STRING_DTYPE))
-    years = pd.Series(distinct, dtype=STRING_DTYPE).str.extract(START_YEAR_PATTERN, expand=False)
-    values = pd.to_numeric(years, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.where(codes >= 0, values[np.maximum(codes, 0)], np.nan) if len(values) else np.full(len(codes), np.nan)
+    distinct = pd.Index(distinct, dtype=STRING_DTYPE)
+    empty = np.asarray(distinct == "", dtype=bool)
+    if empty.any():  # the contract's years have at least four characters: empty text is no year
+        codes = np.where(np.isin(codes, np.flatnonzero(empty)), -1, codes)
+    return codes.astype(np.int32, copy=False), distinct
+
+
+def _start_years(years: pd.Index) -> np.ndarray:
+    extracted = pd.Series(years, dtype=STRING_DTYPE).str.extract(START_YEAR_PATTERN, expand=False)
+    return pd.to_numeric(extracted, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _semesters(semester: pd.Series) -> np.ndarray:
+    return semester.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def classify_terms(
-    row_year: pd.Series, row_semester: pd.Series, student_year: pd.Series, student_semester: pd.Series
+    row_year: pd.Series, row_semester: pd.Series, student_year: pd.Series, student_semester: pd.Series,
+    student_rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per enrollment row, :data:`HISTORY`, :data:`CURRENT`, :data:`LATER` or :data:`UNORDERED`
-    against its student's term (the four series aligned by position; see the module docstring)."""
-    # empty text for a missing year: the contract's years have at least four characters
-    row_text = row_year.astype(STRING_DTYPE).fillna("").to_numpy(dtype=object)
-    student_text = student_year.astype(STRING_DTYPE).fillna("").to_numpy(dtype=object)
-    has_year = (row_text != "") & (student_text != "")
-    same_text = has_year & (row_text == student_text)
-    row_start, student_start = start_year(row_year), start_year(student_year)
+    against its student's term (see the module docstring). ``student_rows[i]`` is the position
+    of row ``i``'s student in the student series (``None``: the series are aligned by position;
+    a negative position: an unknown student, whose row is :data:`CURRENT`)."""
+    row_code, row_texts = _year_codes(row_year)
+    student_code, student_texts = _year_codes(student_year)
+    student_sem = _semesters(student_semester)
+    if student_rows is not None:
+        known = student_rows >= 0
+        position = np.where(known, student_rows, 0)
+        student_code = np.where(known, student_code[position], -1) if len(student_code) else np.full(
+            len(position), -1, dtype=np.int32)
+        student_sem = student_sem[position] if len(student_sem) else np.full(len(position), np.nan)
+    # the two vocabularies side by side: a student year's position among the row years (-1: none)
+    same_as_row = pd.Index(row_texts).get_indexer(student_texts)
+    has_year = (row_code >= 0) & (student_code >= 0)
+    student_as_row = np.where(student_code >= 0, same_as_row[np.maximum(student_code, 0)], -1) if len(
+        same_as_row) else np.full(len(student_code), -1)
+    same_text = has_year & (row_code == student_as_row)
+    row_start = np.append(_start_years(row_texts), np.nan)[row_code]  # -1 → the appended NaN
+    student_start = np.append(_start_years(student_texts), np.nan)[student_code]
     orderable = ~np.isnan(row_start) & ~np.isnan(student_start)
-    year_order = np.sign(np.where(orderable, row_start - student_start, 0.0)).astype(np.int64)
+    year_order = np.sign(np.where(orderable, row_start - student_start, 0.0)).astype(np.int8)
     year_order[same_text] = 0
-    row_sem = row_semester.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
-    student_sem = student_semester.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    row_sem = _semesters(row_semester)
     both_sem = ~np.isnan(row_sem) & ~np.isnan(student_sem)
-    semester_order = np.sign(np.where(both_sem, row_sem - student_sem, 0.0)).astype(np.int64)
+    semester_order = np.sign(np.where(both_sem, row_sem - student_sem, 0.0)).astype(np.int8)
     order = np.where(year_order != 0, year_order, semester_order)
-    result = np.full(len(row_text), CURRENT, dtype=np.int8)
+    result = np.full(len(row_code), CURRENT, dtype=np.int8)
     result[has_year & (order < 0)] = HISTORY
     result[has_year & (order > 0)] = LATER
     result[has_year & ~same_text & ~orderable] = UNORDERED

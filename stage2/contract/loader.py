@@ -66,7 +66,7 @@ from stage2.contract.csvio import (
     tuples_by_label,
     upper_enum,
 )
-from stage2.contract.history import CURRENT, HISTORY, LATER, UNORDERED, classify_terms, prerequisite_cycles
+from stage2.contract.history import HISTORY, LATER, UNORDERED, classify_terms, prerequisite_cycles
 from stage2.contract.institution import InstitutionData
 from stage2.contract.schemas import ENROLLMENT_TERM_KEY
 from stage2.errors import InputValidationError, ValidationIssue
@@ -612,11 +612,9 @@ class _Loader:
             # a term already reported as broken cannot be ordered: its rows are checked once it is fixed
             frame[IS_HISTORY] = False
             return np.ones(len(frame), dtype=bool)
-        known = rows >= 0
-        position = np.maximum(rows, 0)
+        # an unknown student (negative row) is a DANGLING_REFERENCE already: its rows are current
         term = classify_terms(frame["academic_year"], frame["semester"],
-                              students["academic_year"].iloc[position], students["semester"].iloc[position])
-        term[~known] = CURRENT  # an unknown student is a DANGLING_REFERENCE already
+                              students["academic_year"], students["semester"], student_rows=rows)
         frame[IS_HISTORY] = term == HISTORY
         later = term == LATER
         if later.any():
