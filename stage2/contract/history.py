@@ -56,8 +56,27 @@ def _start_years(years: pd.Index) -> np.ndarray:
     return pd.to_numeric(extracted, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+#: :func:`_year_order` of a row or a student without a year
+NO_YEAR = 3
+
+
+def _year_order(row_texts: pd.Index, student_texts: pd.Index) -> np.ndarray:
+    """``table[r, s]``: how row year text ``r`` compares with student year text ``s``: -1
+    earlier, 0 the same year (the semester decides), 1 later, :data:`UNORDERED`; the last row
+    and column (code -1) are :data:`NO_YEAR`."""
+    row_start, student_start = _start_years(row_texts), _start_years(student_texts)
+    difference = row_start[:, None] - student_start[None, :]
+    orderable = ~np.isnan(difference)
+    table = np.full((len(row_texts) + 1, len(student_texts) + 1), NO_YEAR, dtype=np.int8)
+    inner = np.where(orderable, np.sign(np.where(orderable, difference, 0.0)), UNORDERED).astype(np.int8)
+    inner[np.asarray(row_texts, dtype=object)[:, None] == np.asarray(student_texts, dtype=object)[None, :]] = 0
+    table[:-1, :-1] = inner
+    return table
+
+
 def _semesters(semester: pd.Series) -> np.ndarray:
-    return semester.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    """Semester numbers as int32, -1 where missing."""
+    return semester.astype("Int64").to_numpy(dtype=np.int32, na_value=-1)
 
 
 def classify_terms(
@@ -68,6 +87,7 @@ def classify_terms(
     against its student's term (see the module docstring). ``student_rows[i]`` is the position
     of row ``i``'s student in the student series (``None``: the series are aligned by position;
     a negative position: an unknown student, whose row is :data:`CURRENT`)."""
+    # millions of rows name a handful of years: years compare through a table of the distinct texts
     row_code, row_texts = _year_codes(row_year)
     student_code, student_texts = _year_codes(student_year)
     student_sem = _semesters(student_semester)
@@ -76,26 +96,15 @@ def classify_terms(
         position = np.where(known, student_rows, 0)
         student_code = np.where(known, student_code[position], -1) if len(student_code) else np.full(
             len(position), -1, dtype=np.int32)
-        student_sem = student_sem[position] if len(student_sem) else np.full(len(position), np.nan)
-    # the two vocabularies side by side: a student year's position among the row years (-1: none)
-    same_as_row = pd.Index(row_texts).get_indexer(student_texts)
-    has_year = (row_code >= 0) & (student_code >= 0)
-    student_as_row = np.where(student_code >= 0, same_as_row[np.maximum(student_code, 0)], -1) if len(
-        same_as_row) else np.full(len(student_code), -1)
-    same_text = has_year & (row_code == student_as_row)
-    row_start = np.append(_start_years(row_texts), np.nan)[row_code]  # -1 → the appended NaN
-    student_start = np.append(_start_years(student_texts), np.nan)[student_code]
-    orderable = ~np.isnan(row_start) & ~np.isnan(student_start)
-    year_order = np.sign(np.where(orderable, row_start - student_start, 0.0)).astype(np.int8)
-    year_order[same_text] = 0
+        student_sem = student_sem[position] if len(student_sem) else np.full(len(position), -1, dtype=np.int32)
+    year = _year_order(row_texts, student_texts)[row_code, student_code]
     row_sem = _semesters(row_semester)
-    both_sem = ~np.isnan(row_sem) & ~np.isnan(student_sem)
-    semester_order = np.sign(np.where(both_sem, row_sem - student_sem, 0.0)).astype(np.int8)
-    order = np.where(year_order != 0, year_order, semester_order)
+    semester = np.where((row_sem >= 0) & (student_sem >= 0), np.sign(row_sem - student_sem), 0).astype(np.int8)
+    order = np.where(year == 0, semester, year)
     result = np.full(len(row_code), CURRENT, dtype=np.int8)
-    result[has_year & (order < 0)] = HISTORY
-    result[has_year & (order > 0)] = LATER
-    result[has_year & ~same_text & ~orderable] = UNORDERED
+    result[order == -1] = HISTORY
+    result[order == 1] = LATER
+    result[order == UNORDERED] = UNORDERED
     return result
 
 
