@@ -8,9 +8,14 @@ is the process's own high-water mark; workers report theirs with their results.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import resource
+from functools import cache
 from pathlib import Path
+
+import pyarrow as pa
 
 _STATUS = Path("/proc/self/status")
 
@@ -39,3 +44,40 @@ def workers_peak_mb(peaks: list[tuple[int, float]]) -> float:
     for pid, peak in peaks:
         largest[pid] = max(peak, largest.get(pid, 0.0))
     return float(sum(largest.values()))
+
+
+#: the environment variable by which a user chooses Arrow's memory pool (then left alone)
+ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+@cache
+def return_memory_promptly() -> None:
+    """Make Arrow's allocator give freed memory back to the system at once (jemalloc with no
+    decay), unless the user chose a pool in ``$ARROW_DEFAULT_MEMORY_POOL``. Arrow's default
+    pool keeps freed pages for reuse: a 1M-student run holds hundreds of MB of CSV-parsing
+    buffers it never uses again. Once per process; a no-op where jemalloc is not built in."""
+    if os.environ.get(ARROW_POOL_VARIABLE):
+        return
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except (NotImplementedError, pa.ArrowNotImplementedError):
+        pass
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+def trim_heap() -> None:
+    """Return the C heap's free pages to the system (glibc ``malloc_trim``; a no-op elsewhere):
+    numpy's and pandas's freed arrays otherwise stay in this process's resident memory."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

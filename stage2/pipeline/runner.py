@@ -27,7 +27,7 @@ from typing import Any
 
 from stage2.checkpoints import CheckpointStore
 from stage2.errors import Stage2Error, strict_failure
-from stage2.memory import peak_rss_mb
+from stage2.memory import peak_rss_mb, return_memory_promptly, trim_heap
 from stage2.runlog import audit
 
 Catalog = dict[str, Any]
@@ -90,6 +90,7 @@ class StageRunner:
         if self.progress is not None:
             self.progress.start(name)
         yield
+        trim_heap()
         self.runtimes[name] = time.perf_counter() - start
         if self.progress is not None:
             self.progress.done(name, self.runtimes[name])
@@ -103,6 +104,7 @@ class StageRunner:
         the last stage; a stage's own :class:`~stage2.errors.Stage2Error` after earlier recorded
         problems joins them, naming the stages that could not run."""
         check_wiring(stages, list(catalog))
+        return_memory_promptly()
         problems: list[Stage2Error] = []
         for position, stage in enumerate(stages):
             try:
