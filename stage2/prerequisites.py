@@ -133,12 +133,13 @@ def check_prerequisites(
     ineligible = shown & (reason != 2)
 
     excluded = ineligible & (entry_policy == POLICY_CODES["exclude"])
+    # categorical columns: millions of rows name far fewer students and courses (codes, not strings)
     report = pd.DataFrame({
-        "student_id": take_strings(students["student_id"], entry_student[shown]),
-        "course_id": take_strings(enrollments["course_id"], entry_row[shown]),
-        "missing_prerequisite_id": take_strings(needs["prerequisite_course_id"], entry_need[shown]),
-        "reason": pd.Series(np.asarray(REASONS, dtype=object)[reason[shown]], dtype="string"),
-        "action": pd.Series(np.where(excluded[shown], EXCLUDED, REPORTED), dtype="string"),
+        "student_id": _categorical(entry_student[shown], students["student_id"]),
+        "course_id": _categorical(np.repeat(course_code, counts)[shown], need_courses),
+        "missing_prerequisite_id": _categorical(need_prerequisite[entry_need[shown]], prerequisite_ids),
+        "reason": _categorical(reason[shown], pd.Series(REASONS)),
+        "action": _categorical(excluded[shown].astype(np.int8), pd.Series([REPORTED, EXCLUDED])),
     })
     strict = ineligible[shown] & (entry_policy[shown] == POLICY_CODES["strict"])
     problems: list[Stage2Error] = [_not_met(report.loc[strict], listed)] if strict.any() else []
@@ -153,6 +154,14 @@ def check_prerequisites(
         not_checkable=int((reason == 2).sum()), excluded=int(excluded_rows.size),
         policy=settings.prerequisite_policy, program_policies=policies, problems=problems,
     )
+
+
+def _categorical(codes: np.ndarray, values: pd.Series) -> pd.Categorical:
+    """``values`` (distinct strings) at ``codes`` (positions, none negative) as a categorical
+    whose categories are the values used."""
+    used, inverse = np.unique(codes, return_inverse=True)
+    categories = pd.Index(take_strings(values.reset_index(drop=True), used.astype(np.int64)), dtype="string")
+    return pd.Categorical.from_codes(inverse.reshape(-1), categories=categories)
 
 
 def _mandatory(prerequisites: pd.DataFrame) -> pd.DataFrame:
