@@ -816,6 +816,18 @@ def upper_enum(series: pd.Series) -> pd.Series:
     return result
 
 
+def string_categorical(values: pd.Series) -> pd.Categorical:
+    """``values`` as a categorical of ``string`` categories (in order of first appearance; nulls
+    stay null), dictionary-encoded in Arrow: several times faster than pandas' hashing on
+    millions of rows."""
+    encoded = pc.dictionary_encode(pa.array(values.astype(STRING_DTYPE).array))
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.unify_dictionaries().combine_chunks() if encoded.num_chunks else pa.array(
+            [], pa.dictionary(pa.int32(), pa.large_string()))
+    categories = pd.Index(encoded.dictionary.to_pylist(), dtype=STRING_DTYPE)
+    return pd.Categorical.from_codes(pc.fill_null(encoded.indices, -1).to_numpy(), categories=categories)
+
+
 def take_strings(values: pd.Series, positions: np.ndarray) -> pd.Series:
     """``values`` (``string``) at ``positions``, null where a position is -1; a fresh RangeIndex.
 

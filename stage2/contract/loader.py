@@ -60,6 +60,7 @@ from stage2.contract.csvio import (
     read_table,
     row_issues,
     row_number,
+    string_categorical,
     string_isin,
     string_positions,
     take_strings,
@@ -101,6 +102,9 @@ ENROLLMENT_COLUMNS: tuple[str, ...] = (
     "semester",
     "enrollment_date",
 )
+#: Columns of :attr:`InstitutionData.enrollments` kept as categoricals: a handful of distinct
+#: values over millions of rows, only passed on once validated.
+ENROLLMENT_CATEGORIES: tuple[str, ...] = ("academic_year", "enrollment_date")
 #: Column of :attr:`InstitutionData.enrollments`: the row is of an earlier term than its student's.
 IS_HISTORY = "is_history"
 #: Optional numeric column of ``student_course_enrollment.csv``: the grade of a history row.
@@ -311,8 +315,11 @@ class _Loader:
             students=_fresh(students),
             programs=_fresh(programs),
             courses=_fresh(courses),
-            enrollments=_fresh(enrollments.frame.loc[:, [*ENROLLMENT_COLUMNS, IS_HISTORY,
-                                                         *([GRADE] if GRADE in enrollments.frame else [])]]),
+            enrollments=_with_categories(
+                _fresh(enrollments.frame.loc[:, [*ENROLLMENT_COLUMNS, IS_HISTORY,
+                                                 *([GRADE] if GRADE in enrollments.frame else [])]]),
+                ENROLLMENT_CATEGORIES,
+            ),
             rooms=_fresh(rooms),
             shifts=_fresh(shifts),
             prerequisites=_fresh_or_none(prerequisites),
@@ -828,6 +835,14 @@ def _is_json(text: str) -> bool:
 def _fresh(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with a fresh RangeIndex (the record labels are only needed for issues)."""
     return frame.reset_index(drop=True)
+
+
+def _with_categories(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` with its string ``columns`` as categoricals (the same values)."""
+    for column in columns:
+        if column in frame and not isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = string_categorical(frame[column])
+    return frame
 
 
 def _fresh_or_none(frame: pd.DataFrame | None) -> pd.DataFrame | None:
