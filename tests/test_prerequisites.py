@@ -250,7 +250,6 @@ def test_terms_order_by_starting_year_then_semester():
     assert terms.tolist() == [HISTORY, HISTORY, CURRENT, LATER, CURRENT, LATER, HISTORY, UNORDERED, CURRENT]
 
 
-
 def test_terms_looked_up_by_student_position_match_the_aligned_terms():
     rng = np.random.default_rng(3)
     years = np.array(["2023-24", "2024-25", "2024/2025", "", "AY2025", "later"], dtype=object)

@@ -33,13 +33,6 @@ UNORDERED = 2
 START_YEAR_PATTERN = r"(\d{4})"
 
 
-def start_year(academic_year: pd.Series) -> np.ndarray:
-    """The first four-digit number of each academic year as float (NaN when there is none)."""
-    codes, years = _year_codes(academic_year)
-    starts = _start_years(years)
-    return np.where(codes >= 0, starts[np.maximum(codes, 0)], np.nan) if len(starts) else np.full(len(codes), np.nan)
-
-
 def _year_codes(academic_year: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Each row's position in the distinct non-empty year texts (-1: missing or empty), and
     those texts: millions of rows name a handful of years, so they are compared as integers."""
@@ -92,11 +85,9 @@ def classify_terms(
     student_code, student_texts = _year_codes(student_year)
     student_sem = _semesters(student_semester)
     if student_rows is not None:
-        known = student_rows >= 0
-        position = np.where(known, student_rows, 0)
-        student_code = np.where(known, student_code[position], -1) if len(student_code) else np.full(
-            len(position), -1, dtype=np.int32)
-        student_sem = student_sem[position] if len(student_sem) else np.full(len(position), -1, dtype=np.int32)
+        # an unknown student reads the appended -1: no year, no semester
+        position = np.where(student_rows >= 0, student_rows, len(student_code))
+        student_code, student_sem = np.append(student_code, -1)[position], np.append(student_sem, -1)[position]
     year = _year_order(row_texts, student_texts)[row_code, student_code]
     row_sem = _semesters(row_semester)
     semester = np.where((row_sem >= 0) & (student_sem >= 0), np.sign(row_sem - student_sem), 0).astype(np.int8)
